@@ -14,9 +14,19 @@
 //! - [`client`]: [`Client`], a sans-IO client session (register, retry, exactly-once).
 //! - [`simulator`]: the VOPR; `src/bin/vopr.rs` is its command line.
 //!
+//! The node side, which the modules above never import (they stay free of files, sockets,
+//! clocks, threads, tokio and quinn):
+//! - [`file_storage`]: [`file_storage::FileStorage`], the [`Storage`] over files (`pwrite` +
+//!   `fdatasync`).
+//! - [`transport`]: QUIC between replicas ([`transport::Transport`]): mutual TLS with pinned
+//!   certificate fingerprints, length-prefixed frames, bounded drop-oldest queues, reconnection.
+//! - [`driver`]: [`driver::ReplicaDriver`], one replica on its own thread over both, with a
+//!   request/reply hook for the host's client protocol.
+//!
 //! # Driving a replica (the node)
 //!
-//! The node owns one [`Replica`] per process, built with [`Replica::format`] (new data
+//! [`driver::ReplicaDriver`] does what follows; a node uses it rather than driving the replica
+//! by hand. The node owns one [`Replica`] per process, built with [`Replica::format`] (new data
 //! directory), [`Replica::open`] (restart) or [`Replica::recover`] (the disk was lost; rejoin).
 //! It runs the replica on one dedicated thread: every [`constants::tick_ns`] it calls
 //! [`Replica::on_tick`], and for every frame the QUIC layer receives it decodes
@@ -38,12 +48,15 @@ pub mod client;
 pub mod clock;
 pub mod codec;
 pub mod constants;
+pub mod driver;
+pub mod file_storage;
 pub mod message;
 pub mod replica;
 pub mod sessions;
 pub mod simulator;
 pub mod state_machine;
 pub mod storage;
+pub mod transport;
 
 pub use client::{Client, ClientEvent};
 pub use clock::Instant;

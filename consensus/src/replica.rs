@@ -578,6 +578,19 @@ impl<S: Storage, M: StateMachine> Replica<S, M> {
                 .unwrap_or(0) as u64;
             return Err(OpenError::JournalCorrupt { slot });
         }
+        if replica.config.replica_count == 1 {
+            // Every op of a single replica's log above its checkpoint was written here before
+            // it was acknowledged (a torn write is never part of the log: its redundant header
+            // still names the older op). One that cannot be read now was corrupted at rest, and
+            // with no peer to repair from the replica would wait in view change forever.
+            let checkpoint_op = replica.checkpoint.op;
+            if let Some(op) =
+                (checkpoint_op + 1..=replica.op).find(|&op| replica.prepare_durable(op).is_none())
+            {
+                let slot = op % replica.config.journal_slots;
+                return Err(OpenError::JournalCorrupt { slot });
+            }
+        }
         if replica.log_view < replica.view {
             replica.status = Status::ViewChange;
             replica.view_change_deadline = replica.ticks + replica.view_change_timeout();
