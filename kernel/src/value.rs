@@ -118,6 +118,51 @@ impl Value {
     }
 }
 
+impl Value {
+    /// The SQL name of this value's type (`NULL` for NULL), as error messages show it.
+    pub fn type_name(&self) -> &'static str {
+        self.column_type().map_or("NULL", ColumnType::sql_name)
+    }
+
+    /// The value as a SQL literal that reads back as the same value: `'it''s'`,
+    /// `X'00ff'`, `TIMESTAMP '2024-01-15 10:30:00'`, `1.5`, `NULL`, `TRUE`.
+    /// Error messages quote values this way (a duplicate key, a bad cast).
+    pub fn to_sql(&self) -> String {
+        match self {
+            Value::Null => "NULL".to_string(),
+            Value::Boolean(true) => "TRUE".to_string(),
+            Value::Boolean(false) => "FALSE".to_string(),
+            Value::Integer(_) | Value::Real(_) => self.to_string(),
+            Value::Text(text) => format!("'{}'", text.replace('\'', "''")),
+            Value::Bytes(bytes) => format!("X'{}'", crate::hex::encode(bytes)),
+            Value::Timestamp(nanos) => format!("TIMESTAMP '{}'", crate::timestamp::format(*nanos)),
+        }
+    }
+}
+
+/// The plain rendering of query results: `NULL`, `true`, `42`, `1.5`, text as is,
+/// bytes as `\x00ff`, timestamps as `YYYY-MM-DD HH:MM:SS[.fraction]` (UTC).
+/// Reals always show a fraction or an exponent (`1.0`, `1e300`), so they never read
+/// as integers; the non-finite ones are `NaN`, `Infinity`, `-Infinity`.
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Null => f.write_str("NULL"),
+            Value::Boolean(value) => write!(f, "{value}"),
+            Value::Integer(value) => write!(f, "{value}"),
+            Value::Real(value) if value.is_infinite() => f.write_str(if *value > 0.0 {
+                "Infinity"
+            } else {
+                "-Infinity"
+            }),
+            Value::Real(value) => write!(f, "{value:?}"),
+            Value::Text(text) => f.write_str(text),
+            Value::Bytes(bytes) => write!(f, "\\x{}", crate::hex::encode(bytes)),
+            Value::Timestamp(nanos) => f.write_str(&crate::timestamp::format(*nanos)),
+        }
+    }
+}
+
 /// A column of a table or view.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Column {
@@ -136,8 +181,14 @@ mod tests {
     #[test]
     fn total_order_puts_null_first_and_compares_numbers_across_types() {
         assert_eq!(Value::Null.total_cmp(&Value::Integer(-5)), Ordering::Less);
-        assert_eq!(Value::Integer(2).total_cmp(&Value::Real(1.5)), Ordering::Greater);
-        assert_eq!(Value::Real(f64::NAN).total_cmp(&Value::Real(f64::NAN)), Ordering::Equal);
+        assert_eq!(
+            Value::Integer(2).total_cmp(&Value::Real(1.5)),
+            Ordering::Greater
+        );
+        assert_eq!(
+            Value::Real(f64::NAN).total_cmp(&Value::Real(f64::NAN)),
+            Ordering::Equal
+        );
         assert_eq!(
             Value::Text("a".into()).total_cmp(&Value::Integer(9)),
             Ordering::Greater

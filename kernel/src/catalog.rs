@@ -1,0 +1,431 @@
+//! The catalog: tenants, tokens, and each tenant's tables with their full history.
+//!
+//! The catalog only changes through records (see `Kernel::execute` and
+//! `Kernel::apply_record`), so every replica and every replay derives the same one.
+//! Tables are never forgotten: a dropped table keeps its schema and its
+//! `[created_at, dropped_at)` positions, so a query `AS OF` a past position resolves
+//! the table as it was then.
+
+use crate::value::{Column, Position, SYSTEM_TENANT, TableId, TenantId, Value};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The node's view of every tenant, token and table.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Catalog {
+    tenants: BTreeMap<TenantId, Tenant>,
+    #[serde(with = "tokens_by_hash")]
+    tokens: BTreeMap<[u8; 32], Token>,
+    next_token: u64,
+}
+
+/// A tenant: its own log partition, tables and tokens.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Tenant {
+    pub id: TenantId,
+    pub name: String,
+    /// The position of its `TenantCreated` record in the system partition.
+    pub created_at: Position,
+    /// Every table this tenant ever had, by name, each name's versions in creation order.
+    tables: BTreeMap<String, Vec<TableDef>>,
+}
+
+/// One version of a table: created by a `CreateTable` record, possibly ended by a `DropTable`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableDef {
+    /// The position of its `CreateTable` record in the tenant's partition; unique forever,
+    /// so a table dropped and re-created under the same name is a different table.
+    pub id: TableId,
+    pub name: String,
+    pub columns: Vec<Column>,
+    /// Indices into `columns`, in key order. Never empty.
+    pub primary_key: Vec<usize>,
+    /// Equal to `id`: the table exists from this position on.
+    pub created_at: Position,
+    /// The position of its `DropTable` record; the table exists before it, not at it.
+    pub dropped_at: Option<Position>,
+}
+
+impl TableDef {
+    /// Whether the table exists in the state after applying the records at positions
+    /// `<= at` (`None`: now).
+    pub fn exists_at(&self, at: Option<Position>) -> bool {
+        match at {
+            None => self.dropped_at.is_none(),
+            Some(at) => self.created_at <= at && self.dropped_at.is_none_or(|dropped| at < dropped),
+        }
+    }
+
+    pub fn column_index(&self, name: &str) -> Option<usize> {
+        self.columns.iter().position(|column| column.name == name)
+    }
+
+    /// The primary-key values of a full row.
+    pub fn key_of(&self, row: &[Value]) -> Vec<Value> {
+        assert_eq!(
+            row.len(),
+            self.columns.len(),
+            "row of table `{}` has the wrong width",
+            self.name
+        );
+        self.primary_key
+            .iter()
+            .map(|&index| row[index].clone())
+            .collect()
+    }
+
+    /// `a, b, c`: the column names, for error messages.
+    pub fn column_names(&self) -> String {
+        self.columns
+            .iter()
+            .map(|column| column.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// `(id) = (1)` or `(region, id) = ('eu', 7)`: a key, for error messages.
+    pub fn describe_key(&self, key: &[Value]) -> String {
+        let names: Vec<&str> = self
+            .primary_key
+            .iter()
+            .map(|&index| self.columns[index].name.as_str())
+            .collect();
+        let values: Vec<String> = key.iter().map(Value::to_sql).collect();
+        format!("({}) = ({})", names.join(", "), values.join(", "))
+    }
+
+    /// `id BIGINT NOT NULL, name TEXT`: the column list as `.schema` and
+    /// `kimberlite.tables` show it.
+    pub fn describe_columns(&self) -> String {
+        self.columns
+            .iter()
+            .map(|column| {
+                let null = if column.nullable { "" } else { " NOT NULL" };
+                format!("{} {}{null}", column.name, column.ty)
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// `id` or `region, id`.
+    pub fn describe_primary_key(&self) -> String {
+        self.primary_key
+            .iter()
+            .map(|&index| self.columns[index].name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    pub(crate) fn assert_row(&self, row: &[Value]) {
+        assert_eq!(
+            row.len(),
+            self.columns.len(),
+            "row of table `{}` has the wrong width",
+            self.name
+        );
+        for (value, column) in row.iter().zip(&self.columns) {
+            assert!(
+                value.column_type().is_none_or(|ty| ty == column.ty),
+                "value {value:?} in column `{}` of `{}` is not a {}",
+                column.name,
+                self.name,
+                column.ty
+            );
+            assert!(
+                column.nullable || !value.is_null(),
+                "NULL in NOT NULL column `{}` of `{}`",
+                column.name,
+                self.name
+            );
+        }
+    }
+}
+
+/// An API token, stored by the SHA-256 of its secret (the secret itself is never kept).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Token {
+    /// Dense from 1, in creation order.
+    pub id: u64,
+    /// The tenant the token acts in; `SYSTEM_TENANT` marks a node-admin token, which may
+    /// act on every tenant.
+    pub tenant: TenantId,
+    /// The principal name that records of this token's commands carry.
+    pub name: String,
+    #[serde(with = "hex32")]
+    pub secret_hash: [u8; 32],
+    /// Built-in (`admin`, `writer`, `reader`, `auditor`) and tenant-defined role names.
+    pub roles: Vec<String>,
+    /// Attributes for attribute-based access and masking policies.
+    pub attributes: Vec<(String, String)>,
+}
+
+/// What a request wants to do, for the role check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Action {
+    /// Create tenants. Only a node-admin token (system tenant, role `admin`).
+    ManageTenants,
+    /// Create tokens in a tenant.
+    ManageTokens,
+    /// CREATE TABLE, DROP TABLE.
+    Ddl,
+    /// INSERT, UPDATE, DELETE and appending application events.
+    Write,
+    /// SELECT from the tenant's tables.
+    Read,
+    /// Read the log and the system views (`kimberlite.log`, `kimberlite.tables`).
+    Audit,
+}
+
+/// The built-in roles. Other role names are allowed and carried (masking policies read
+/// them) but grant nothing by themselves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BuiltinRole {
+    /// Everything in its tenant: DDL, writes, reads, the audit trail, tokens.
+    Admin,
+    /// Writes and reads of tables; appends.
+    Writer,
+    /// Reads of tables.
+    Reader,
+    /// The audit trail: the log and the system views, nothing else.
+    Auditor,
+}
+
+impl BuiltinRole {
+    pub const ALL: [BuiltinRole; 4] = [
+        BuiltinRole::Admin,
+        BuiltinRole::Writer,
+        BuiltinRole::Reader,
+        BuiltinRole::Auditor,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            BuiltinRole::Admin => "admin",
+            BuiltinRole::Writer => "writer",
+            BuiltinRole::Reader => "reader",
+            BuiltinRole::Auditor => "auditor",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<BuiltinRole> {
+        BuiltinRole::ALL
+            .into_iter()
+            .find(|role| role.name() == name)
+    }
+
+    pub fn allows(self, action: Action) -> bool {
+        match self {
+            // Creating tenants is also gated on the token being a node-admin token.
+            BuiltinRole::Admin => true,
+            BuiltinRole::Writer => matches!(action, Action::Write | Action::Read),
+            BuiltinRole::Reader => matches!(action, Action::Read),
+            BuiltinRole::Auditor => matches!(action, Action::Audit),
+        }
+    }
+}
+
+impl Token {
+    /// Whether this token may do `action` in `tenant`: it must be scoped to that tenant
+    /// (or be a node-admin token) and one of its built-in roles must allow the action.
+    pub fn allows(&self, tenant: TenantId, action: Action) -> bool {
+        let node_token = self.tenant == SYSTEM_TENANT;
+        if !node_token && self.tenant != tenant {
+            return false;
+        }
+        if action == Action::ManageTenants && !node_token {
+            return false;
+        }
+        self.roles
+            .iter()
+            .filter_map(|role| BuiltinRole::from_name(role))
+            .any(|role| role.allows(action))
+    }
+}
+
+impl Catalog {
+    pub fn tenant(&self, id: TenantId) -> Option<&Tenant> {
+        self.tenants.get(&id)
+    }
+
+    pub fn tenant_by_name(&self, name: &str) -> Option<&Tenant> {
+        self.tenants.values().find(|tenant| tenant.name == name)
+    }
+
+    /// Every tenant, by id.
+    pub fn tenants(&self) -> impl Iterator<Item = &Tenant> {
+        self.tenants.values()
+    }
+
+    pub fn token_by_hash(&self, secret_hash: &[u8; 32]) -> Option<&Token> {
+        self.tokens.get(secret_hash)
+    }
+
+    /// Every token, by secret hash.
+    pub fn tokens(&self) -> impl Iterator<Item = &Token> {
+        self.tokens.values()
+    }
+
+    /// The table named `name` as it was after applying the positions `<= at` (`None`: now).
+    pub fn table_at(
+        &self,
+        tenant: TenantId,
+        name: &str,
+        at: Option<Position>,
+    ) -> Option<&TableDef> {
+        self.tenants.get(&tenant)?.table_at(name, at)
+    }
+
+    /// The tables that exist at `at` (`None`: now), by name.
+    pub fn tables(&self, tenant: TenantId, at: Option<Position>) -> Vec<&TableDef> {
+        self.tenants
+            .get(&tenant)
+            .map_or_else(Vec::new, |tenant| tenant.tables(at))
+    }
+
+    /// Every version of every table the tenant ever had, by creation position.
+    pub fn table_history(&self, tenant: TenantId) -> Vec<&TableDef> {
+        let mut all: Vec<&TableDef> = self
+            .tenants
+            .get(&tenant)
+            .map(|tenant| tenant.tables.values().flatten().collect())
+            .unwrap_or_default();
+        all.sort_by_key(|table| table.id);
+        all
+    }
+
+    pub(crate) fn next_tenant_id(&self) -> TenantId {
+        // Tenant ids are dense from 1; the system tenant is 0 and is not in the map.
+        self.tenants.keys().next_back().map_or(1, |last| last + 1)
+    }
+
+    pub(crate) fn next_token_id(&self) -> u64 {
+        self.next_token.max(1)
+    }
+
+    pub(crate) fn add_tenant(&mut self, id: TenantId, name: String, created_at: Position) {
+        assert_eq!(id, self.next_tenant_id(), "tenant ids are dense");
+        assert!(
+            self.tenant_by_name(&name).is_none(),
+            "tenant `{name}` exists"
+        );
+        let tenant = Tenant {
+            id,
+            name,
+            created_at,
+            tables: BTreeMap::new(),
+        };
+        self.tenants.insert(id, tenant);
+    }
+
+    pub(crate) fn add_token(&mut self, token: Token) {
+        assert_eq!(token.id, self.next_token_id(), "token ids are dense");
+        assert!(
+            !self.tokens.contains_key(&token.secret_hash),
+            "token secret hash is unique"
+        );
+        self.next_token = token.id + 1;
+        self.tokens.insert(token.secret_hash, token);
+    }
+
+    pub(crate) fn add_table(&mut self, tenant: TenantId, table: TableDef) {
+        let tenant = self
+            .tenants
+            .get_mut(&tenant)
+            .expect("tables are added to existing tenants");
+        assert!(
+            tenant.table_at(&table.name, None).is_none(),
+            "table `{}` exists",
+            table.name
+        );
+        assert_eq!(table.id, table.created_at);
+        assert!(!table.primary_key.is_empty());
+        tenant
+            .tables
+            .entry(table.name.clone())
+            .or_default()
+            .push(table);
+    }
+
+    pub(crate) fn drop_table(&mut self, tenant: TenantId, name: &str, at: Position) {
+        let tenant = self
+            .tenants
+            .get_mut(&tenant)
+            .expect("tables are dropped in existing tenants");
+        let current = tenant
+            .tables
+            .get_mut(name)
+            .and_then(|versions| versions.last_mut())
+            .filter(|table| table.dropped_at.is_none())
+            .expect("only a current table is dropped");
+        assert!(
+            current.created_at < at,
+            "a table is dropped after it is created"
+        );
+        current.dropped_at = Some(at);
+    }
+}
+
+impl Tenant {
+    pub fn table_at(&self, name: &str, at: Option<Position>) -> Option<&TableDef> {
+        // Versions of one name never overlap in time, so at most one matches.
+        self.tables
+            .get(name)?
+            .iter()
+            .rev()
+            .find(|table| table.exists_at(at))
+    }
+
+    /// Whether a table of this name ever existed (for "did not exist at position p").
+    pub fn ever_had_table(&self, name: &str) -> bool {
+        self.tables.contains_key(name)
+    }
+
+    pub fn tables(&self, at: Option<Position>) -> Vec<&TableDef> {
+        self.tables
+            .values()
+            .filter_map(|versions| versions.iter().rev().find(|t| t.exists_at(at)))
+            .collect()
+    }
+}
+
+/// Tokens are keyed by secret hash in memory but stored as a list (JSON object keys
+/// must be strings): deterministic, since the map iterates in key order.
+mod tokens_by_hash {
+    use super::Token;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::collections::BTreeMap;
+
+    pub fn serialize<S: Serializer>(
+        tokens: &BTreeMap<[u8; 32], Token>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        let list: Vec<&Token> = tokens.values().collect();
+        list.serialize(serializer)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<BTreeMap<[u8; 32], Token>, D::Error> {
+        let list = Vec::<Token>::deserialize(deserializer)?;
+        Ok(list
+            .into_iter()
+            .map(|token| (token.secret_hash, token))
+            .collect())
+    }
+}
+
+/// A 32-byte hash as 64 hex digits.
+mod hex32 {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(hash: &[u8; 32], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&crate::hex::encode(hash))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<[u8; 32], D::Error> {
+        let text = String::deserialize(deserializer)?;
+        crate::hex::decode(&text)
+            .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+            .ok_or_else(|| D::Error::custom("expected 64 hex digits"))
+    }
+}

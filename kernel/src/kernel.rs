@@ -1,0 +1,1299 @@
+//! The state machine: commands in, records and effects out.
+//!
+//! `execute` validates a whole command before it produces anything, then produces the
+//! records and applies them (catalog in memory, rows through the `RowStore`).
+//! `apply_record` replays one stored record with exactly the same state change, which is
+//! how a node catches up after a restart from its last snapshot. Both are deterministic:
+//! time and identity come in the command, never from a clock.
+
+use crate::catalog::{Catalog, TableDef, Token};
+use crate::error::ErrorClass;
+use crate::expr::{self, AssignError, Columns, ExprError, KeyLookup, NoColumns};
+use crate::limits::{
+    ATTRIBUTE_BYTES_MAX, EVENT_PAYLOAD_BYTES_MAX, NAME_BYTES_MAX, REASON_BYTES_MAX,
+    STATEMENT_PARAMS_MAX, STATEMENT_ROWS_MAX, TENANT_NAME_BYTES_MAX, TENANT_TABLES_MAX,
+    TOKEN_ATTRIBUTES_MAX, TOKEN_ROLES_MAX, VALUE_BYTES_MAX,
+};
+use crate::payload::{self, PayloadError};
+use crate::sql::{self, SqlError, Statement};
+use crate::store::{OrderedKey, RowStore, StoreError};
+use crate::value::{Column, ColumnType, Position, Row, SYSTEM_TENANT, TableId, TenantId, Value};
+use kimberlite_log::{NewRecord, Record, RecordKind, RecordMeta};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// One command, as the node ordered it. Time and identity are assigned by the node
+/// (the VSR primary), so every replica executes the same command identically.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Command {
+    /// The tenant the command acts in; `SYSTEM_TENANT` for node-level commands.
+    pub tenant: TenantId,
+    /// The client session and its request number (exactly-once), copied into records.
+    pub client_id: u128,
+    pub request: u64,
+    /// Nanoseconds since the epoch, UTC, assigned by the node.
+    pub timestamp_ns: u64,
+    /// The authenticated principal (the token's name).
+    pub principal: String,
+    /// Why: the caller's reason, empty when none was given.
+    pub reason: String,
+    pub body: CommandBody,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum CommandBody {
+    /// Creates a tenant; only in a node-level command (`tenant = SYSTEM_TENANT`).
+    CreateTenant { name: String },
+    /// Creates a token in `tenant` (`SYSTEM_TENANT`: a node-admin token), from a
+    /// node-level command or one of that same tenant.
+    CreateToken {
+        tenant: TenantId,
+        name: String,
+        secret_hash: [u8; 32],
+        roles: Vec<String>,
+        attributes: Vec<(String, String)>,
+    },
+    /// One DDL or DML statement (a SELECT is a query, not a command).
+    Sql { sql: String, params: Vec<Value> },
+    /// A raw application event on a stream that is not a SQL table.
+    Append {
+        stream: String,
+        event_type: String,
+        payload: Vec<u8>,
+    },
+}
+
+/// What a command did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Effects {
+    /// The records to append, in order, each with its partition. The host appends them
+    /// and asserts the log assigned the positions the kernel expected
+    /// (`first_position`, `first_position + 1`, …).
+    pub records: Vec<(TenantId, NewRecord)>,
+    /// The partition the records go to (the system partition for tenants and tokens).
+    pub partition: TenantId,
+    /// The position of the first record in `partition`; when there are no records,
+    /// the position the next record will get.
+    pub first_position: Position,
+    pub outcome: Outcome,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    TenantCreated {
+        tenant: TenantId,
+        name: String,
+    },
+    TokenCreated {
+        tenant: TenantId,
+        name: String,
+    },
+    TableCreated {
+        table: String,
+    },
+    TableDropped {
+        table: String,
+    },
+    RowsAffected {
+        count: u64,
+    },
+    Appended,
+    /// Nothing to do (`CREATE TABLE IF NOT EXISTS` of an existing table, `DROP TABLE IF
+    /// EXISTS` of a missing one); no records.
+    Skipped {
+        notice: String,
+    },
+}
+
+/// Why a command was refused. Nothing was written and the kernel did not change.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum KernelError {
+    #[error(transparent)]
+    Sql(#[from] SqlError),
+    #[error(transparent)]
+    Expr(#[from] ExprError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("unknown tenant {0}")]
+    UnknownTenant(TenantId),
+    #[error("the system partition holds no tables or events; send this command to a tenant")]
+    SystemPartition,
+    #[error("tenants are created by node-level commands (tenant 0), not by tenant {0}")]
+    NotNodeLevel(TenantId),
+    #[error("tenant `{0}` already exists")]
+    TenantExists(String),
+    #[error("a command of tenant {issuer} cannot create a token in tenant {target}")]
+    CrossTenant { issuer: TenantId, target: TenantId },
+    #[error("a token with this secret already exists")]
+    DuplicateToken,
+    #[error("invalid {what}: {why}")]
+    Invalid { what: &'static str, why: String },
+    #[error("unknown table `{name}` ({available})")]
+    UnknownTable { name: String, available: String },
+    #[error("table `{0}` already exists")]
+    TableExists(String),
+    #[error(
+        "the tenant has {count} tables, the most tenant_tables_max allows ({max}); drop one first"
+    )]
+    TooManyTables { count: usize, max: usize },
+    #[error("unknown column `{column}` in table `{table}` (columns: {columns})")]
+    UnknownColumn {
+        table: String,
+        column: String,
+        columns: String,
+    },
+    #[error("column `{column}` of `{table}` is given twice")]
+    ColumnTwice { table: String, column: String },
+    #[error("INSERT row {row} has {got} values for {expected} columns")]
+    ValuesCount {
+        row: usize,
+        got: usize,
+        expected: usize,
+    },
+    #[error("type mismatch for column `{column}` of `{table}`: expected {expected}, got {got}")]
+    TypeMismatch {
+        table: String,
+        column: String,
+        expected: ColumnType,
+        got: String,
+    },
+    #[error("null value in column `{column}` of `{table}`, which is NOT NULL")]
+    NullViolation { table: String, column: String },
+    #[error(
+        "value for column `{column}` of `{table}` is {bytes} bytes, above value_bytes_max ({max} bytes)"
+    )]
+    ValueTooLarge {
+        table: String,
+        column: String,
+        bytes: usize,
+        max: usize,
+    },
+    #[error("duplicate primary key {key} in table `{table}`")]
+    DuplicateKey { table: String, key: String },
+    #[error(
+        "the statement would write more than statement_rows_max ({max}) rows; narrow its WHERE or split it"
+    )]
+    TooManyRows { max: usize },
+    #[error("{given} parameters given, above statement_params_max ({max})")]
+    TooManyParams { given: usize, max: usize },
+    #[error("a SELECT is a query, not a command; run it through the query path")]
+    QueryAsCommand,
+    #[error("stream `{0}` is a SQL table; change its rows with INSERT, UPDATE or DELETE")]
+    StreamIsTable(String),
+    #[error("cannot replay the record at position {position} of partition {tenant}: {why}")]
+    Replay {
+        tenant: TenantId,
+        position: Position,
+        why: String,
+    },
+    #[error("kernel snapshot does not decode: {0}")]
+    Snapshot(String),
+}
+
+impl KernelError {
+    /// The class of this refusal, for the wire protocol.
+    pub fn code(&self) -> ErrorClass {
+        match self {
+            KernelError::Sql(error) => error.code(),
+            KernelError::Expr(error) => error.code(),
+            KernelError::Store(_) | KernelError::Replay { .. } | KernelError::Snapshot(_) => {
+                ErrorClass::Internal
+            }
+            KernelError::UnknownTenant(_)
+            | KernelError::UnknownTable { .. }
+            | KernelError::UnknownColumn { .. } => ErrorClass::NotFound,
+            KernelError::TenantExists(_)
+            | KernelError::DuplicateToken
+            | KernelError::TableExists(_)
+            | KernelError::DuplicateKey { .. } => ErrorClass::Conflict,
+            KernelError::TooManyTables { .. }
+            | KernelError::ValueTooLarge { .. }
+            | KernelError::TooManyRows { .. }
+            | KernelError::TooManyParams { .. } => ErrorClass::TooLarge,
+            KernelError::CrossTenant { .. } => ErrorClass::PermissionDenied,
+            KernelError::ColumnTwice { .. }
+            | KernelError::ValuesCount { .. }
+            | KernelError::TypeMismatch { .. } => ErrorClass::BadSql,
+            KernelError::SystemPartition
+            | KernelError::NotNodeLevel(_)
+            | KernelError::Invalid { .. }
+            | KernelError::NullViolation { .. }
+            | KernelError::QueryAsCommand
+            | KernelError::StreamIsTable(_) => ErrorClass::BadRequest,
+        }
+    }
+}
+
+/// Where a partition's next record goes, and the timestamp records may not go below.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Partition {
+    pub next_position: Position,
+    pub last_timestamp_ns: u64,
+}
+
+/// The kernel: catalog plus per-partition positions.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Kernel {
+    catalog: Catalog,
+    partitions: BTreeMap<TenantId, Partition>,
+}
+
+/// The snapshot layout; `format` changes whenever the layout does.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Snapshot {
+    format: u32,
+    catalog: Catalog,
+    partitions: BTreeMap<TenantId, Partition>,
+}
+
+const SNAPSHOT_FORMAT: u32 = 1;
+
+/// One state change, the unit both `execute` and `apply_record` apply.
+#[derive(Clone, Debug, PartialEq)]
+enum Change {
+    TenantCreated {
+        name: String,
+    },
+    TokenCreated(Token),
+    TableCreated {
+        name: String,
+        columns: Vec<Column>,
+        primary_key: Vec<usize>,
+    },
+    TableDropped {
+        name: String,
+    },
+    Upsert {
+        table: TableId,
+        key: Vec<Value>,
+        row: Row,
+    },
+    Remove {
+        table: TableId,
+        key: Vec<Value>,
+    },
+    /// A record that changes no kernel state (application events).
+    None,
+}
+
+/// A record to write and the change it makes.
+struct Entry {
+    kind: RecordKind,
+    event_type: String,
+    stream: String,
+    payload: Vec<u8>,
+    change: Change,
+}
+
+/// A validated command, ready to become records.
+struct Plan {
+    partition: TenantId,
+    entries: Vec<Entry>,
+    outcome: Outcome,
+}
+
+impl Kernel {
+    pub fn new() -> Kernel {
+        Kernel::default()
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// The position the next record of `tenant`'s partition gets (0 for a new partition).
+    pub fn next_position(&self, tenant: TenantId) -> Position {
+        self.partition(tenant).next_position
+    }
+
+    /// The timestamp of the partition's last record (0 before any).
+    pub fn last_timestamp(&self, tenant: TenantId) -> u64 {
+        self.partition(tenant).last_timestamp_ns
+    }
+
+    fn partition(&self, tenant: TenantId) -> Partition {
+        self.partitions.get(&tenant).copied().unwrap_or_default()
+    }
+
+    /// Validates `cmd`, produces its records and applies them. All-or-nothing: on an
+    /// error nothing is produced, and the kernel has not changed. If `rows` itself fails
+    /// (`KernelError::Store`) some rows may have been written to it: the host must abort
+    /// the store's transaction.
+    pub fn execute(
+        &mut self,
+        cmd: &Command,
+        rows: &mut dyn RowStore,
+    ) -> Result<Effects, KernelError> {
+        if cmd.reason.len() > REASON_BYTES_MAX {
+            return Err(KernelError::Invalid {
+                what: "reason",
+                why: format!(
+                    "it is {} bytes, above reason_bytes_max ({REASON_BYTES_MAX} bytes)",
+                    cmd.reason.len()
+                ),
+            });
+        }
+        let plan = match &cmd.body {
+            CommandBody::CreateTenant { name } => self.plan_create_tenant(cmd, name)?,
+            CommandBody::CreateToken {
+                tenant,
+                name,
+                secret_hash,
+                roles,
+                attributes,
+            } => self.plan_create_token(cmd, *tenant, name, secret_hash, roles, attributes)?,
+            CommandBody::Sql { sql, params } => self.plan_sql(cmd, sql, params, rows)?,
+            CommandBody::Append {
+                stream,
+                event_type,
+                payload,
+            } => self.plan_append(cmd, stream, event_type, payload)?,
+        };
+        self.commit(cmd, plan, rows)
+    }
+
+    fn commit(
+        &mut self,
+        cmd: &Command,
+        plan: Plan,
+        rows: &mut dyn RowStore,
+    ) -> Result<Effects, KernelError> {
+        let partition = self.partition(plan.partition);
+        let first_position = partition.next_position;
+        // Timestamps never decrease within a partition, whatever the node's clock did.
+        let timestamp_ns = cmd.timestamp_ns.max(partition.last_timestamp_ns);
+        let mut records = Vec::with_capacity(plan.entries.len());
+        let mut changes = Vec::with_capacity(plan.entries.len());
+        for (offset, entry) in plan.entries.into_iter().enumerate() {
+            let meta = RecordMeta {
+                kind: entry.kind,
+                event_type: entry.event_type,
+                op: 0,
+                timestamp_ns,
+                client_id: cmd.client_id,
+                request: cmd.request,
+                stream: entry.stream,
+                principal: cmd.principal.clone(),
+                reason: cmd.reason.clone(),
+            };
+            records.push((
+                plan.partition,
+                NewRecord {
+                    meta,
+                    payload: entry.payload,
+                },
+            ));
+            changes.push((first_position + offset as u64, entry.change));
+        }
+        self.apply_changes(plan.partition, changes, rows)?;
+        if !records.is_empty() {
+            self.partitions.insert(
+                plan.partition,
+                Partition {
+                    next_position: first_position + records.len() as u64,
+                    last_timestamp_ns: timestamp_ns,
+                },
+            );
+        }
+        Ok(Effects {
+            records,
+            partition: plan.partition,
+            first_position,
+            outcome: plan.outcome,
+        })
+    }
+
+    /// Row changes first (the only ones that can fail), then catalog changes, so a store
+    /// failure leaves the kernel as it was.
+    fn apply_changes(
+        &mut self,
+        tenant: TenantId,
+        mut changes: Vec<(Position, Change)>,
+        rows: &mut dyn RowStore,
+    ) -> Result<(), KernelError> {
+        for (position, change) in &mut changes {
+            match change {
+                // The row moves into the store; the catalog pass below ignores row changes.
+                Change::Upsert { table, key, row } => {
+                    rows.upsert(tenant, *table, key, std::mem::take(row), *position)?
+                }
+                Change::Remove { table, key } => rows.remove(tenant, *table, key, *position)?,
+                _ => {}
+            }
+        }
+        for (position, change) in changes {
+            match change {
+                Change::TenantCreated { name } => {
+                    let id = self.catalog.next_tenant_id();
+                    self.catalog.add_tenant(id, name, position);
+                }
+                Change::TokenCreated(token) => self.catalog.add_token(token),
+                Change::TableCreated {
+                    name,
+                    columns,
+                    primary_key,
+                } => self.catalog.add_table(
+                    tenant,
+                    TableDef {
+                        id: position,
+                        name,
+                        columns,
+                        primary_key,
+                        created_at: position,
+                        dropped_at: None,
+                    },
+                ),
+                Change::TableDropped { name } => self.catalog.drop_table(tenant, &name, position),
+                Change::Upsert { .. } | Change::Remove { .. } | Change::None => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Replays one stored record of `tenant`'s partition: the same change `execute` made
+    /// when it produced the record. Records must come in position order, from
+    /// `next_position(tenant)` on.
+    pub fn apply_record(
+        &mut self,
+        tenant: TenantId,
+        record: &Record,
+        rows: &mut dyn RowStore,
+    ) -> Result<(), KernelError> {
+        let position = record.header.position;
+        let replay = |why: String| KernelError::Replay {
+            tenant,
+            position,
+            why,
+        };
+        let expected = self.next_position(tenant);
+        if position != expected {
+            return Err(replay(format!("expected position {expected} next")));
+        }
+        let change = self
+            .decode_record(tenant, record)
+            .map_err(|PayloadError(why)| replay(why))?;
+        self.apply_changes(tenant, vec![(position, change)], rows)?;
+        let partition = self.partition(tenant);
+        self.partitions.insert(
+            tenant,
+            Partition {
+                next_position: position + 1,
+                last_timestamp_ns: partition
+                    .last_timestamp_ns
+                    .max(record.header.meta.timestamp_ns),
+            },
+        );
+        Ok(())
+    }
+
+    fn decode_record(&self, tenant: TenantId, record: &Record) -> Result<Change, PayloadError> {
+        let meta = &record.header.meta;
+        let bytes = record.payload.as_slice();
+        let refuse = |why: String| Err(PayloadError(why));
+        match (meta.kind, meta.event_type.as_str()) {
+            (RecordKind::Catalog, payload::EVENT_TENANT_CREATED) => {
+                let created: payload::TenantCreated = payload::from_json("TenantCreated", bytes)?;
+                if tenant != SYSTEM_TENANT || created.tenant != self.catalog.next_tenant_id() {
+                    return refuse(format!(
+                        "tenant {} is not the next tenant of the system partition",
+                        created.tenant
+                    ));
+                }
+                if self.catalog.tenant_by_name(&created.name).is_some() {
+                    return refuse(format!("tenant `{}` already exists", created.name));
+                }
+                Ok(Change::TenantCreated { name: created.name })
+            }
+            (RecordKind::Catalog, payload::EVENT_TOKEN_CREATED) => {
+                let created: payload::TokenCreated = payload::from_json("TokenCreated", bytes)?;
+                let secret_hash = crate::hex::decode(&created.secret_hash)
+                    .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+                    .ok_or_else(|| PayloadError("secret_hash is not 64 hex digits".to_string()))?;
+                if tenant != SYSTEM_TENANT || created.token != self.catalog.next_token_id() {
+                    return refuse(format!(
+                        "token {} is not the next token of the system partition",
+                        created.token
+                    ));
+                }
+                if self.catalog.token_by_hash(&secret_hash).is_some() {
+                    return refuse("a token with this secret hash already exists".to_string());
+                }
+                Ok(Change::TokenCreated(Token {
+                    id: created.token,
+                    tenant: created.tenant,
+                    name: created.name,
+                    secret_hash,
+                    roles: created.roles,
+                    attributes: created.attributes,
+                }))
+            }
+            (RecordKind::Ddl, payload::EVENT_CREATE_TABLE) => {
+                let schema: payload::TableSchema = payload::from_json("CreateTable", bytes)?;
+                let (columns, primary_key) = schema.decode()?;
+                if self.catalog.tenant(tenant).is_none() {
+                    return refuse(format!("tenant {tenant} does not exist"));
+                }
+                if self.catalog.table_at(tenant, &schema.table, None).is_some() {
+                    return refuse(format!("table `{}` already exists", schema.table));
+                }
+                Ok(Change::TableCreated {
+                    name: schema.table,
+                    columns,
+                    primary_key,
+                })
+            }
+            (RecordKind::Ddl, payload::EVENT_DROP_TABLE) => {
+                let dropped: payload::DropTable = payload::from_json("DropTable", bytes)?;
+                match self.catalog.table_at(tenant, &dropped.table, None) {
+                    Some(table) if table.id == dropped.table_id => Ok(Change::TableDropped {
+                        name: dropped.table,
+                    }),
+                    _ => refuse(format!(
+                        "table `{}` with id {} is not current",
+                        dropped.table, dropped.table_id
+                    )),
+                }
+            }
+            (RecordKind::Event, event_type) => {
+                // A stream names a SQL table only while the table exists: appends to a
+                // table's stream are refused, so such records are the table's own rows.
+                let Some(table) = self.catalog.table_at(tenant, &meta.stream, None) else {
+                    return Ok(Change::None);
+                };
+                match event_type {
+                    payload::EVENT_ROW_INSERTED | payload::EVENT_ROW_UPDATED => {
+                        let all: Vec<usize> = (0..table.columns.len()).collect();
+                        let row = payload::decode_row(&table.columns, &all, bytes)?;
+                        Ok(Change::Upsert {
+                            table: table.id,
+                            key: table.key_of(&row),
+                            row,
+                        })
+                    }
+                    payload::EVENT_ROW_DELETED => {
+                        let row = payload::decode_row(&table.columns, &table.primary_key, bytes)?;
+                        Ok(Change::Remove {
+                            table: table.id,
+                            key: table.key_of(&row),
+                        })
+                    }
+                    other => refuse(format!(
+                        "event type `{other}` on table stream `{}`",
+                        table.name
+                    )),
+                }
+            }
+            (RecordKind::Catalog | RecordKind::Ddl, other) => {
+                refuse(format!("unknown {} event type `{other}`", meta.kind))
+            }
+            // Projections, policies, keys and erasure belong to later layers; the kernel's
+            // state does not change.
+            _ => Ok(Change::None),
+        }
+    }
+
+    /// The kernel's whole state as deterministic bytes (JSON; maps in key order).
+    pub fn snapshot(&self) -> Vec<u8> {
+        let snapshot = Snapshot {
+            format: SNAPSHOT_FORMAT,
+            catalog: self.catalog.clone(),
+            partitions: self.partitions.clone(),
+        };
+        serde_json::to_vec(&snapshot).expect("the kernel state always serializes")
+    }
+
+    pub fn restore(bytes: &[u8]) -> Result<Kernel, KernelError> {
+        let snapshot: Snapshot = serde_json::from_slice(bytes)
+            .map_err(|error| KernelError::Snapshot(error.to_string()))?;
+        if snapshot.format != SNAPSHOT_FORMAT {
+            return Err(KernelError::Snapshot(format!(
+                "format {} is not the supported format {SNAPSHOT_FORMAT}",
+                snapshot.format
+            )));
+        }
+        Ok(Kernel {
+            catalog: snapshot.catalog,
+            partitions: snapshot.partitions,
+        })
+    }
+
+    fn plan_create_tenant(&self, cmd: &Command, name: &str) -> Result<Plan, KernelError> {
+        if cmd.tenant != SYSTEM_TENANT {
+            return Err(KernelError::NotNodeLevel(cmd.tenant));
+        }
+        check_tenant_name(name)?;
+        if self.catalog.tenant_by_name(name).is_some() {
+            return Err(KernelError::TenantExists(name.to_string()));
+        }
+        let tenant = self.catalog.next_tenant_id();
+        let created = payload::TenantCreated {
+            tenant,
+            name: name.to_string(),
+        };
+        Ok(Plan {
+            partition: SYSTEM_TENANT,
+            entries: vec![Entry {
+                kind: RecordKind::Catalog,
+                event_type: payload::EVENT_TENANT_CREATED.to_string(),
+                stream: payload::STREAM_TENANTS.to_string(),
+                payload: payload::to_json(&created),
+                change: Change::TenantCreated {
+                    name: name.to_string(),
+                },
+            }],
+            outcome: Outcome::TenantCreated {
+                tenant,
+                name: name.to_string(),
+            },
+        })
+    }
+
+    fn plan_create_token(
+        &self,
+        cmd: &Command,
+        target: TenantId,
+        name: &str,
+        secret_hash: &[u8; 32],
+        roles: &[String],
+        attributes: &[(String, String)],
+    ) -> Result<Plan, KernelError> {
+        if target != SYSTEM_TENANT && self.catalog.tenant(target).is_none() {
+            return Err(KernelError::UnknownTenant(target));
+        }
+        if cmd.tenant != SYSTEM_TENANT && cmd.tenant != target {
+            return Err(KernelError::CrossTenant {
+                issuer: cmd.tenant,
+                target,
+            });
+        }
+        check_name("token name", name, NAME_BYTES_MAX, "name_bytes_max")?;
+        if roles.is_empty() || roles.len() > TOKEN_ROLES_MAX {
+            return Err(KernelError::Invalid {
+                what: "roles",
+                why: format!(
+                    "a token has 1 to token_roles_max ({TOKEN_ROLES_MAX}) roles, got {}",
+                    roles.len()
+                ),
+            });
+        }
+        for (index, role) in roles.iter().enumerate() {
+            check_name("role", role, NAME_BYTES_MAX, "name_bytes_max")?;
+            if roles[..index].contains(role) {
+                return Err(KernelError::Invalid {
+                    what: "roles",
+                    why: format!("role `{role}` is given twice"),
+                });
+            }
+        }
+        if attributes.len() > TOKEN_ATTRIBUTES_MAX {
+            return Err(KernelError::Invalid {
+                what: "attributes",
+                why: format!(
+                    "{} attributes, above token_attributes_max ({TOKEN_ATTRIBUTES_MAX})",
+                    attributes.len()
+                ),
+            });
+        }
+        for (index, (key, value)) in attributes.iter().enumerate() {
+            check_name(
+                "attribute key",
+                key,
+                ATTRIBUTE_BYTES_MAX,
+                "attribute_bytes_max",
+            )?;
+            if value.len() > ATTRIBUTE_BYTES_MAX {
+                return Err(KernelError::Invalid {
+                    what: "attribute value",
+                    why: format!(
+                        "`{key}` is {} bytes, above attribute_bytes_max ({ATTRIBUTE_BYTES_MAX} bytes)",
+                        value.len()
+                    ),
+                });
+            }
+            if attributes[..index].iter().any(|(other, _)| other == key) {
+                return Err(KernelError::Invalid {
+                    what: "attributes",
+                    why: format!("`{key}` is given twice"),
+                });
+            }
+        }
+        if self.catalog.token_by_hash(secret_hash).is_some() {
+            return Err(KernelError::DuplicateToken);
+        }
+        let token = Token {
+            id: self.catalog.next_token_id(),
+            tenant: target,
+            name: name.to_string(),
+            secret_hash: *secret_hash,
+            roles: roles.to_vec(),
+            attributes: attributes.to_vec(),
+        };
+        let created = payload::TokenCreated {
+            token: token.id,
+            tenant: target,
+            name: token.name.clone(),
+            secret_hash: crate::hex::encode(secret_hash),
+            roles: token.roles.clone(),
+            attributes: token.attributes.clone(),
+        };
+        Ok(Plan {
+            partition: SYSTEM_TENANT,
+            entries: vec![Entry {
+                kind: RecordKind::Catalog,
+                event_type: payload::EVENT_TOKEN_CREATED.to_string(),
+                stream: payload::STREAM_TOKENS.to_string(),
+                payload: payload::to_json(&created),
+                change: Change::TokenCreated(token),
+            }],
+            outcome: Outcome::TokenCreated {
+                tenant: target,
+                name: name.to_string(),
+            },
+        })
+    }
+
+    /// The tenant a data command acts in: an existing tenant, never the system partition.
+    fn data_tenant(&self, tenant: TenantId) -> Result<TenantId, KernelError> {
+        if tenant == SYSTEM_TENANT {
+            return Err(KernelError::SystemPartition);
+        }
+        self.catalog
+            .tenant(tenant)
+            .map(|tenant| tenant.id)
+            .ok_or(KernelError::UnknownTenant(tenant))
+    }
+
+    fn plan_append(
+        &self,
+        cmd: &Command,
+        stream: &str,
+        event_type: &str,
+        bytes: &[u8],
+    ) -> Result<Plan, KernelError> {
+        let tenant = self.data_tenant(cmd.tenant)?;
+        check_name("stream", stream, NAME_BYTES_MAX, "name_bytes_max")?;
+        check_name("event type", event_type, NAME_BYTES_MAX, "name_bytes_max")?;
+        if bytes.len() > EVENT_PAYLOAD_BYTES_MAX {
+            return Err(KernelError::Invalid {
+                what: "payload",
+                why: format!(
+                    "{} bytes, above event_payload_bytes_max ({EVENT_PAYLOAD_BYTES_MAX} bytes)",
+                    bytes.len()
+                ),
+            });
+        }
+        if self.catalog.table_at(tenant, stream, None).is_some() {
+            return Err(KernelError::StreamIsTable(stream.to_string()));
+        }
+        Ok(Plan {
+            partition: tenant,
+            entries: vec![Entry {
+                kind: RecordKind::Event,
+                event_type: event_type.to_string(),
+                stream: stream.to_string(),
+                payload: bytes.to_vec(),
+                change: Change::None,
+            }],
+            outcome: Outcome::Appended,
+        })
+    }
+
+    fn plan_sql(
+        &self,
+        cmd: &Command,
+        text: &str,
+        params: &[Value],
+        rows: &dyn RowStore,
+    ) -> Result<Plan, KernelError> {
+        if params.len() > STATEMENT_PARAMS_MAX {
+            return Err(KernelError::TooManyParams {
+                given: params.len(),
+                max: STATEMENT_PARAMS_MAX,
+            });
+        }
+        let statement = sql::parse(text)?;
+        if statement.is_query() {
+            return Err(KernelError::QueryAsCommand);
+        }
+        let tenant = self.data_tenant(cmd.tenant)?;
+        let (entries, outcome) = match statement {
+            Statement::CreateTable(create) => self.plan_create_table(tenant, create)?,
+            Statement::DropTable(drop) => self.plan_drop_table(tenant, drop)?,
+            Statement::Insert(insert) => self.plan_insert(tenant, &insert, params, rows)?,
+            Statement::Update(update) => self.plan_update(tenant, &update, params, rows)?,
+            Statement::Delete(delete) => self.plan_delete(tenant, &delete, params, rows)?,
+            Statement::Select(_) => return Err(KernelError::QueryAsCommand),
+        };
+        Ok(Plan {
+            partition: tenant,
+            entries,
+            outcome,
+        })
+    }
+
+    fn current_table(&self, tenant: TenantId, name: &str) -> Result<&TableDef, KernelError> {
+        self.catalog
+            .table_at(tenant, name, None)
+            .ok_or_else(|| KernelError::UnknownTable {
+                name: name.to_string(),
+                available: describe_tables(&self.catalog.tables(tenant, None)),
+            })
+    }
+
+    fn plan_create_table(
+        &self,
+        tenant: TenantId,
+        create: sql::CreateTable,
+    ) -> Result<(Vec<Entry>, Outcome), KernelError> {
+        if self.catalog.table_at(tenant, &create.name, None).is_some() {
+            if create.if_not_exists {
+                let notice = format!("table `{}` already exists; nothing created", create.name);
+                return Ok((Vec::new(), Outcome::Skipped { notice }));
+            }
+            return Err(KernelError::TableExists(create.name));
+        }
+        let count = self.catalog.tables(tenant, None).len();
+        if count >= TENANT_TABLES_MAX {
+            return Err(KernelError::TooManyTables {
+                count,
+                max: TENANT_TABLES_MAX,
+            });
+        }
+        let schema = payload::TableSchema::new(&create.name, &create.columns, &create.primary_key);
+        let entry = Entry {
+            kind: RecordKind::Ddl,
+            event_type: payload::EVENT_CREATE_TABLE.to_string(),
+            stream: create.name.clone(),
+            payload: payload::to_json(&schema),
+            change: Change::TableCreated {
+                name: create.name.clone(),
+                columns: create.columns,
+                primary_key: create.primary_key,
+            },
+        };
+        Ok((vec![entry], Outcome::TableCreated { table: create.name }))
+    }
+
+    fn plan_drop_table(
+        &self,
+        tenant: TenantId,
+        drop: sql::DropTable,
+    ) -> Result<(Vec<Entry>, Outcome), KernelError> {
+        let table = match self.current_table(tenant, &drop.name) {
+            Ok(table) => table,
+            Err(_) if drop.if_exists => {
+                let notice = format!("table `{}` does not exist; nothing dropped", drop.name);
+                return Ok((Vec::new(), Outcome::Skipped { notice }));
+            }
+            Err(error) => return Err(error),
+        };
+        let dropped = payload::DropTable {
+            table: table.name.clone(),
+            table_id: table.id,
+        };
+        let entry = Entry {
+            kind: RecordKind::Ddl,
+            event_type: payload::EVENT_DROP_TABLE.to_string(),
+            stream: table.name.clone(),
+            payload: payload::to_json(&dropped),
+            change: Change::TableDropped {
+                name: table.name.clone(),
+            },
+        };
+        Ok((vec![entry], Outcome::TableDropped { table: drop.name }))
+    }
+
+    fn plan_insert(
+        &self,
+        tenant: TenantId,
+        insert: &sql::Insert,
+        params: &[Value],
+        rows: &dyn RowStore,
+    ) -> Result<(Vec<Entry>, Outcome), KernelError> {
+        let table = self.current_table(tenant, &insert.table)?;
+        if insert.rows.len() > STATEMENT_ROWS_MAX {
+            return Err(KernelError::TooManyRows {
+                max: STATEMENT_ROWS_MAX,
+            });
+        }
+        let targets: Vec<usize> = match &insert.columns {
+            None => (0..table.columns.len()).collect(),
+            Some(names) => {
+                let mut targets = Vec::with_capacity(names.len());
+                for name in names {
+                    let index = column_index(table, name)?;
+                    if targets.contains(&index) {
+                        return Err(KernelError::ColumnTwice {
+                            table: table.name.clone(),
+                            column: name.clone(),
+                        });
+                    }
+                    targets.push(index);
+                }
+                targets
+            }
+        };
+        let mut keys = BTreeSet::new();
+        let mut entries = Vec::with_capacity(insert.rows.len());
+        for (number, values) in insert.rows.iter().enumerate() {
+            if values.len() != targets.len() {
+                return Err(KernelError::ValuesCount {
+                    row: number + 1,
+                    got: values.len(),
+                    expected: targets.len(),
+                });
+            }
+            let mut row = vec![Value::Null; table.columns.len()];
+            for (expr, &index) in values.iter().zip(&targets) {
+                let value = expr::compile(expr, &NoColumns, params)?.expr.eval(&[])?;
+                row[index] = assign(table, index, value)?;
+            }
+            check_row(table, &row)?;
+            let key = table.key_of(&row);
+            if !keys.insert(OrderedKey(key.clone())) || rows.get(tenant, table.id, &key)?.is_some()
+            {
+                return Err(KernelError::DuplicateKey {
+                    table: table.name.clone(),
+                    key: table.describe_key(&key),
+                });
+            }
+            entries.push(row_entry(table, payload::EVENT_ROW_INSERTED, key, row));
+        }
+        let count = entries.len() as u64;
+        Ok((entries, Outcome::RowsAffected { count }))
+    }
+
+    fn plan_update(
+        &self,
+        tenant: TenantId,
+        update: &sql::Update,
+        params: &[Value],
+        rows: &dyn RowStore,
+    ) -> Result<(Vec<Entry>, Outcome), KernelError> {
+        let table = self.current_table(tenant, &update.table)?;
+        let mut scope = Columns::new();
+        scope.push_table(
+            update.alias.as_deref().unwrap_or(&table.name),
+            &table.columns,
+        );
+        let mut assignments: Vec<(usize, expr::Expr)> =
+            Vec::with_capacity(update.assignments.len());
+        for (name, value) in &update.assignments {
+            let index = column_index(table, name)?;
+            if assignments.iter().any(|(other, _)| *other == index) {
+                return Err(KernelError::ColumnTwice {
+                    table: table.name.clone(),
+                    column: name.clone(),
+                });
+            }
+            let typed = expr::compile(value, &scope, params)?;
+            let column = &table.columns[index];
+            if let Some(ty) = typed.ty
+                && !assignable(ty, column.ty)
+            {
+                return Err(type_mismatch(table, index, ty.sql_name().to_string()));
+            }
+            assignments.push((index, typed.expr));
+        }
+        let matched = matching_rows(
+            tenant,
+            table,
+            &scope,
+            update.selection.as_ref(),
+            params,
+            rows,
+        )?;
+        let mut changes = Vec::with_capacity(matched.len());
+        for old in matched {
+            let mut new = old.clone();
+            for (index, value) in &assignments {
+                new[*index] = assign(table, *index, value.eval(&old)?)?;
+            }
+            check_row(table, &new)?;
+            changes.push((table.key_of(&old), table.key_of(&new), new));
+        }
+        // A changed key must not land on a key that stays taken: a key of a row this
+        // statement does not touch, or the new key of another updated row.
+        let old_keys: BTreeSet<OrderedKey> = changes
+            .iter()
+            .map(|(old, _, _)| OrderedKey(old.clone()))
+            .collect();
+        let mut new_keys = BTreeSet::new();
+        for (old_key, new_key, _) in &changes {
+            let taken_by_other = !new_keys.insert(OrderedKey(new_key.clone()))
+                || (keys_differ(old_key, new_key)
+                    && !old_keys.contains(&OrderedKey(new_key.clone()))
+                    && rows.get(tenant, table.id, new_key)?.is_some());
+            if taken_by_other {
+                return Err(KernelError::DuplicateKey {
+                    table: table.name.clone(),
+                    key: table.describe_key(new_key),
+                });
+            }
+        }
+        // A key change is a delete of the old key and an insert of the new row, all the
+        // deletes first, so every record names exactly one key and replays in order.
+        let count = changes.len() as u64;
+        let mut entries = Vec::with_capacity(changes.len());
+        for (old_key, new_key, _) in &changes {
+            if keys_differ(old_key, new_key) {
+                entries.push(delete_entry(table, old_key.clone()));
+            }
+        }
+        for (old_key, new_key, row) in changes {
+            let event = if keys_differ(&old_key, &new_key) {
+                payload::EVENT_ROW_INSERTED
+            } else {
+                payload::EVENT_ROW_UPDATED
+            };
+            entries.push(row_entry(table, event, new_key, row));
+        }
+        Ok((entries, Outcome::RowsAffected { count }))
+    }
+
+    fn plan_delete(
+        &self,
+        tenant: TenantId,
+        delete: &sql::Delete,
+        params: &[Value],
+        rows: &dyn RowStore,
+    ) -> Result<(Vec<Entry>, Outcome), KernelError> {
+        let table = self.current_table(tenant, &delete.table)?;
+        let mut scope = Columns::new();
+        scope.push_table(
+            delete.alias.as_deref().unwrap_or(&table.name),
+            &table.columns,
+        );
+        let matched = matching_rows(
+            tenant,
+            table,
+            &scope,
+            delete.selection.as_ref(),
+            params,
+            rows,
+        )?;
+        let entries: Vec<Entry> = matched
+            .iter()
+            .map(|row| delete_entry(table, table.key_of(row)))
+            .collect();
+        let count = entries.len() as u64;
+        Ok((entries, Outcome::RowsAffected { count }))
+    }
+}
+
+fn keys_differ(left: &[Value], right: &[Value]) -> bool {
+    crate::store::compare_keys(left, right) != std::cmp::Ordering::Equal
+}
+
+fn row_entry(table: &TableDef, event_type: &str, key: Vec<Value>, row: Row) -> Entry {
+    Entry {
+        kind: RecordKind::Event,
+        event_type: event_type.to_string(),
+        stream: table.name.clone(),
+        payload: payload::encode_row(&table.columns, 0..table.columns.len(), &row),
+        change: Change::Upsert {
+            table: table.id,
+            key,
+            row,
+        },
+    }
+}
+
+fn delete_entry(table: &TableDef, key: Vec<Value>) -> Entry {
+    let mut row = vec![Value::Null; table.columns.len()];
+    for (&index, value) in table.primary_key.iter().zip(&key) {
+        row[index] = value.clone();
+    }
+    Entry {
+        kind: RecordKind::Event,
+        event_type: payload::EVENT_ROW_DELETED.to_string(),
+        stream: table.name.clone(),
+        payload: payload::encode_row(&table.columns, table.primary_key.iter().copied(), &row),
+        change: Change::Remove {
+            table: table.id,
+            key,
+        },
+    }
+}
+
+/// The rows of `table` a WHERE matches, by primary-key lookups when the WHERE pins the
+/// whole key to constants, else by a scan; refused above `STATEMENT_ROWS_MAX`.
+fn matching_rows(
+    tenant: TenantId,
+    table: &TableDef,
+    scope: &Columns,
+    selection: Option<&sql::ast::Expr>,
+    params: &[Value],
+    rows: &dyn RowStore,
+) -> Result<Vec<Row>, KernelError> {
+    let filter = selection
+        .map(|expr| expr::compile_condition(expr, scope, params, "WHERE"))
+        .transpose()?;
+    let too_many = KernelError::TooManyRows {
+        max: STATEMENT_ROWS_MAX,
+    };
+    if let Some(filter) = &filter {
+        let key_types: Vec<ColumnType> = table
+            .primary_key
+            .iter()
+            .map(|&index| table.columns[index].ty)
+            .collect();
+        let lookup = KeyLookup::plan(&filter.conjuncts(), &table.primary_key, &key_types, &|_| {
+            false
+        });
+        if let Some(keys) = lookup
+            .map(|lookup| lookup.keys(&[], STATEMENT_ROWS_MAX))
+            .transpose()?
+            .flatten()
+        {
+            let mut matched = Vec::new();
+            for key in keys {
+                if let Some(row) = rows.get(tenant, table.id, &key)?
+                    && filter.matches(&row)?
+                {
+                    matched.push(row);
+                }
+            }
+            return Ok(matched);
+        }
+    }
+    let mut matched = Vec::new();
+    let mut failure: Option<KernelError> = None;
+    rows.scan(tenant, table.id, &mut |row| {
+        match filter
+            .as_ref()
+            .map_or(Ok(true), |filter| filter.matches(row))
+        {
+            Ok(true) if matched.len() == STATEMENT_ROWS_MAX => {
+                failure = Some(too_many.clone());
+                return false;
+            }
+            Ok(true) => matched.push(row.clone()),
+            Ok(false) => {}
+            Err(error) => {
+                failure = Some(error.into());
+                return false;
+            }
+        }
+        true
+    })?;
+    match failure {
+        Some(error) => Err(error),
+        None => Ok(matched),
+    }
+}
+
+fn column_index(table: &TableDef, name: &str) -> Result<usize, KernelError> {
+    table
+        .column_index(name)
+        .ok_or_else(|| KernelError::UnknownColumn {
+            table: table.name.clone(),
+            column: name.to_string(),
+            columns: table.column_names(),
+        })
+}
+
+fn type_mismatch(table: &TableDef, index: usize, got: String) -> KernelError {
+    let column = &table.columns[index];
+    KernelError::TypeMismatch {
+        table: table.name.clone(),
+        column: column.name.clone(),
+        expected: column.ty,
+        got,
+    }
+}
+
+/// Whether an expression of type `from` may be stored in a column of type `to`
+/// (mirrors `expr::assign`).
+fn assignable(from: ColumnType, to: ColumnType) -> bool {
+    from == to
+        || matches!(
+            (from, to),
+            (ColumnType::BigInt, ColumnType::Double) | (ColumnType::Text, ColumnType::Timestamp)
+        )
+}
+
+fn assign(table: &TableDef, index: usize, value: Value) -> Result<Value, KernelError> {
+    let got = || format!("{} {}", value.type_name(), value.to_sql());
+    let described = got();
+    expr::assign(value, table.columns[index].ty).map_err(|error| match error {
+        AssignError::Mismatch => type_mismatch(table, index, described),
+        AssignError::BadTimestamp(error) => {
+            type_mismatch(table, index, format!("{described} ({error})"))
+        }
+    })
+}
+
+/// NOT NULL and size bounds of a full row about to be written.
+fn check_row(table: &TableDef, row: &[Value]) -> Result<(), KernelError> {
+    for (value, column) in row.iter().zip(&table.columns) {
+        if value.is_null() && !column.nullable {
+            return Err(KernelError::NullViolation {
+                table: table.name.clone(),
+                column: column.name.clone(),
+            });
+        }
+        let bytes = match value {
+            Value::Text(text) => text.len(),
+            Value::Bytes(bytes) => bytes.len(),
+            _ => 0,
+        };
+        if bytes > VALUE_BYTES_MAX {
+            return Err(KernelError::ValueTooLarge {
+                table: table.name.clone(),
+                column: column.name.clone(),
+                bytes,
+                max: VALUE_BYTES_MAX,
+            });
+        }
+    }
+    table.assert_row(row);
+    Ok(())
+}
+
+/// `tables: a, b` or `no tables yet`, for unknown-table messages.
+pub fn describe_tables(tables: &[&TableDef]) -> String {
+    if tables.is_empty() {
+        return "the tenant has no tables".to_string();
+    }
+    let names: Vec<&str> = tables.iter().map(|table| table.name.as_str()).collect();
+    format!("tables: {}", names.join(", "))
+}
+
+/// A name about to be stored: not empty, within its bound (`bound` names the constant),
+/// no control characters.
+fn check_name(what: &'static str, name: &str, max: usize, bound: &str) -> Result<(), KernelError> {
+    let why = if name.is_empty() {
+        "it is empty".to_string()
+    } else if name.len() > max {
+        format!("it is {} bytes, above {bound} ({max} bytes)", name.len())
+    } else if name.chars().any(char::is_control) {
+        format!("{name:?} contains a control character")
+    } else {
+        return Ok(());
+    };
+    Err(KernelError::Invalid { what, why })
+}
+
+fn check_tenant_name(name: &str) -> Result<(), KernelError> {
+    let valid = name
+        .chars()
+        .next()
+        .is_some_and(|first| first.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !valid || name.len() > TENANT_NAME_BYTES_MAX {
+        return Err(KernelError::Invalid {
+            what: "tenant name",
+            why: format!(
+                "{name:?}: use 1 to {TENANT_NAME_BYTES_MAX} ASCII letters, digits, `-`, `_` or `.`, starting with a letter or digit"
+            ),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
