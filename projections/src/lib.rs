@@ -1,1 +1,18 @@
-//! placeholder
+//! Kimberlite's derived state: the versioned view store, the query executor, and the
+//! Wasm projections and policies (`wasm`). See ARCHITECTURE.md.
+//!
+//! - `store`: `ViewStore` (redb) — versioned rows with `[created_at, deleted_at)`
+//!   positions, applied positions and the kernel snapshot committed atomically.
+//! - `query`: SELECT over the views, at the present or AS OF a past position.
+//! - `log_source`: what the query executor reads from the log (`kimberlite.log`,
+//!   `AS OF TIMESTAMP`).
+//! - `encoding`: memcomparable keys and compact rows.
+
+pub mod encoding;
+pub mod log_source;
+pub mod query;
+pub mod store;
+pub mod wasm;
+
+pub use log_source::{LogSource, MemoryLog};
+pub use store::{Applied, ViewRead, ViewStore, ViewWrite};
