@@ -1,1 +1,416 @@
-//! placeholder
+//! Kimberlite's Rust client: a small async SDK over QUIC.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), kimberlite_client::ClientError> {
+//! use kimberlite_client::{Client, ClientConfig};
+//! let config = ClientConfig::load("data/client.toml".as_ref())?;
+//! let client = Client::connect(&config, None).await?;
+//! client.sql("clinic", "SELECT * FROM patients", &[], "").await?;
+//! # Ok(()) }
+//! ```
+//!
+//! This crate knows no server internals (no wasmtime, no storage): it is the wire
+//! protocol ([`protocol`]) plus a connection.
+
+pub mod config;
+pub mod protocol;
+pub mod tls;
+
+pub use config::{ClientConfig, ConfigError};
+pub use protocol::{
+    AsOf, ClientId, ErrorCode, LogRecord, Request, Response, ResultSet, TenantInfo, WireColumn,
+    WireError, WireEvent, WireValue,
+};
+
+use protocol::{
+    FRAME_BYTES_MAX, FRAME_HEADER_BYTES, FrameError, PROTOCOL_VERSION, RequestFrame, ResponseFrame,
+};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// How long a client waits for a node to answer the QUIC handshake.
+pub const CONNECT_TIMEOUT_MS: u64 = 5_000;
+
+/// A connection idle this long is closed by QUIC (keep-alives keep a live one open).
+pub const IDLE_TIMEOUT_MS: u32 = 60_000;
+
+/// Keep-alive interval, well under the idle timeout.
+pub const KEEP_ALIVE_MS: u64 = 10_000;
+
+/// What can go wrong talking to a node.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot connect to {address}: {message}")]
+    Connect { address: String, message: String },
+    #[error("no token: pass --token or set KIMBERLITE_TOKEN (the config has no admin token)")]
+    NoToken,
+    #[error("connection to the node failed: {0}")]
+    Transport(String),
+    #[error("the node sent an invalid response: {0}")]
+    Protocol(#[from] FrameError),
+    #[error("the node answered {request} with an unexpected {response}")]
+    Unexpected {
+        request: &'static str,
+        response: String,
+    },
+    /// The node refused or failed the request; `error.code` says what kind.
+    #[error("{0}")]
+    Server(WireError),
+}
+
+impl ClientError {
+    /// The server's error code, if the server answered with an error.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            ClientError::Server(error) => Some(error.code),
+            _ => None,
+        }
+    }
+}
+
+/// What a write did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WriteOutcome {
+    pub summary: String,
+    pub rows_affected: u64,
+    /// `[first, last]` log positions written, if any.
+    pub positions: Option<(u64, u64)>,
+}
+
+/// The answer to one SQL statement.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SqlOutcome {
+    Rows(ResultSet),
+    Written(WriteOutcome),
+}
+
+/// A connection to one node, authenticated by one token. Cheap to share (`&self`
+/// methods; requests run concurrently on their own QUIC streams).
+#[derive(Debug)]
+pub struct Client {
+    // Kept so the endpoint's driver lives as long as the connection.
+    _endpoint: quinn::Endpoint,
+    connection: quinn::Connection,
+    token: String,
+    client_id: ClientId,
+    request_number: AtomicU64,
+}
+
+impl Client {
+    /// Connects to the node of `config`; `token` defaults to the config's admin token.
+    pub async fn connect(
+        config: &ClientConfig,
+        token: Option<String>,
+    ) -> Result<Client, ClientError> {
+        let token = token
+            .or_else(|| config.admin_token.clone())
+            .ok_or(ClientError::NoToken)?;
+        let connect_error = |message: String| ClientError::Connect {
+            address: config.address.clone(),
+            message,
+        };
+        let address: SocketAddr = tokio::net::lookup_host(&config.address)
+            .await
+            .map_err(|error| connect_error(error.to_string()))?
+            .next()
+            .ok_or_else(|| connect_error("the address resolves to nothing".into()))?;
+        let provider = tls::crypto_provider();
+        let mut tls_config = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|error| connect_error(error.to_string()))?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(tls::PinnedCertificate::new(
+                &config.certificate_sha256,
+                provider,
+            )))
+            .with_no_client_auth();
+        tls_config.alpn_protocols = vec![protocol::ALPN.to_vec()];
+        let quic_config = quinn::crypto::rustls::QuicClientConfig::try_from(tls_config)
+            .map_err(|error| connect_error(error.to_string()))?;
+        let mut client_config = quinn::ClientConfig::new(Arc::new(quic_config));
+        client_config.transport_config(Arc::new(transport_config()));
+        let bind: SocketAddr = if address.is_ipv6() {
+            "[::]:0".parse().expect("valid")
+        } else {
+            "0.0.0.0:0".parse().expect("valid")
+        };
+        let mut endpoint =
+            quinn::Endpoint::client(bind).map_err(|error| connect_error(error.to_string()))?;
+        endpoint.set_default_client_config(client_config);
+        let connecting = endpoint
+            .connect(address, &config.server_name)
+            .map_err(|error| connect_error(error.to_string()))?;
+        let connection = tokio::time::timeout(
+            Duration::from_millis(CONNECT_TIMEOUT_MS),
+            connecting,
+        )
+        .await
+        .map_err(|_| {
+            connect_error(format!(
+                "no answer within {CONNECT_TIMEOUT_MS} ms (is `kimberlite start` running there?)"
+            ))
+        })?
+        .map_err(|error| connect_error(error.to_string()))?;
+        Ok(Client {
+            _endpoint: endpoint,
+            connection,
+            token,
+            client_id: ClientId(rand::random()),
+            request_number: AtomicU64::new(1),
+        })
+    }
+
+    /// This client's session id, recorded in the log with its writes.
+    pub fn client_id(&self) -> ClientId {
+        self.client_id
+    }
+
+    /// Sends one request and waits for its response.
+    pub async fn request(&self, request: Request) -> Result<Response, ClientError> {
+        let frame = RequestFrame {
+            version: PROTOCOL_VERSION,
+            token: self.token.clone(),
+            client_id: self.client_id,
+            request_number: self.request_number.fetch_add(1, Ordering::Relaxed),
+            request,
+        };
+        let bytes = protocol::encode_frame(&frame)?;
+        let (mut send, mut receive) = self
+            .connection
+            .open_bi()
+            .await
+            .map_err(|error| ClientError::Transport(error.to_string()))?;
+        send.write_all(&bytes)
+            .await
+            .map_err(|error| ClientError::Transport(error.to_string()))?;
+        send.finish()
+            .map_err(|error| ClientError::Transport(error.to_string()))?;
+        let answer = receive
+            .read_to_end(FRAME_HEADER_BYTES + FRAME_BYTES_MAX)
+            .await
+            .map_err(|error| ClientError::Transport(error.to_string()))?;
+        let response: ResponseFrame = protocol::decode_frame(&answer, "response")?;
+        if response.version != PROTOCOL_VERSION {
+            return Err(ClientError::Transport(format!(
+                "node speaks protocol version {}, this client {}",
+                response.version, PROTOCOL_VERSION
+            )));
+        }
+        response.result.map_err(ClientError::Server)
+    }
+
+    /// Sends arbitrary bytes as a request stream and returns the raw answer. For protocol
+    /// conformance tests (malformed frames must get an error answer, never a crash).
+    #[doc(hidden)]
+    pub async fn exchange_raw(&self, bytes: &[u8]) -> Result<Vec<u8>, ClientError> {
+        let (mut send, mut receive) = self
+            .connection
+            .open_bi()
+            .await
+            .map_err(|error| ClientError::Transport(error.to_string()))?;
+        send.write_all(bytes)
+            .await
+            .map_err(|error| ClientError::Transport(error.to_string()))?;
+        send.finish()
+            .map_err(|error| ClientError::Transport(error.to_string()))?;
+        receive
+            .read_to_end(FRAME_HEADER_BYTES + FRAME_BYTES_MAX)
+            .await
+            .map_err(|error| ClientError::Transport(error.to_string()))
+    }
+
+    /// Runs one SQL statement: rows for a SELECT, a write outcome for DDL/DML.
+    pub async fn sql(
+        &self,
+        tenant: &str,
+        sql: &str,
+        params: &[WireValue],
+        reason: &str,
+    ) -> Result<SqlOutcome, ClientError> {
+        self.sql_request(tenant, sql, params, reason, None).await
+    }
+
+    /// Runs a SELECT as of a past position or time (tables with their own AS OF keep it).
+    pub async fn sql_as_of(
+        &self,
+        tenant: &str,
+        sql: &str,
+        params: &[WireValue],
+        as_of: AsOf,
+    ) -> Result<ResultSet, ClientError> {
+        match self
+            .sql_request(tenant, sql, params, "", Some(as_of))
+            .await?
+        {
+            SqlOutcome::Rows(rows) => Ok(rows),
+            SqlOutcome::Written(outcome) => Err(ClientError::Unexpected {
+                request: "sql-as-of",
+                response: format!("write ({})", outcome.summary),
+            }),
+        }
+    }
+
+    /// Runs a SELECT and returns its rows (an error if the statement was a write).
+    pub async fn query(
+        &self,
+        tenant: &str,
+        sql: &str,
+        params: &[WireValue],
+    ) -> Result<ResultSet, ClientError> {
+        match self.sql(tenant, sql, params, "").await? {
+            SqlOutcome::Rows(rows) => Ok(rows),
+            SqlOutcome::Written(outcome) => Err(ClientError::Unexpected {
+                request: "query",
+                response: format!("write ({})", outcome.summary),
+            }),
+        }
+    }
+
+    async fn sql_request(
+        &self,
+        tenant: &str,
+        sql: &str,
+        params: &[WireValue],
+        reason: &str,
+        as_of: Option<AsOf>,
+    ) -> Result<SqlOutcome, ClientError> {
+        let request = Request::Sql {
+            tenant: tenant.into(),
+            sql: sql.into(),
+            params: params.to_vec(),
+            reason: reason.into(),
+            as_of,
+        };
+        match self.request(request).await? {
+            Response::Rows(rows) => Ok(SqlOutcome::Rows(rows)),
+            Response::Written {
+                summary,
+                rows_affected,
+                positions,
+            } => Ok(SqlOutcome::Written(WriteOutcome {
+                summary,
+                rows_affected,
+                positions,
+            })),
+            other => Err(unexpected("sql", &other)),
+        }
+    }
+
+    /// Appends application events; durable when this returns.
+    pub async fn append(
+        &self,
+        tenant: &str,
+        events: Vec<WireEvent>,
+        reason: &str,
+    ) -> Result<WriteOutcome, ClientError> {
+        let request = Request::Append {
+            tenant: tenant.into(),
+            events,
+            reason: reason.into(),
+        };
+        match self.request(request).await? {
+            Response::Written {
+                summary,
+                rows_affected,
+                positions,
+            } => Ok(WriteOutcome {
+                summary,
+                rows_affected,
+                positions,
+            }),
+            other => Err(unexpected("append", &other)),
+        }
+    }
+
+    /// Reads up to `limit` records from `from`; returns them and the log's end.
+    pub async fn read_log(
+        &self,
+        tenant: &str,
+        from: u64,
+        limit: u32,
+    ) -> Result<(Vec<LogRecord>, u64), ClientError> {
+        let request = Request::ReadLog {
+            tenant: tenant.into(),
+            from,
+            limit,
+        };
+        match self.request(request).await? {
+            Response::Log { records, end } => Ok((records, end)),
+            other => Err(unexpected("read-log", &other)),
+        }
+    }
+
+    /// Creates a tenant (node admin only); returns its id.
+    pub async fn create_tenant(&self, name: &str, reason: &str) -> Result<u64, ClientError> {
+        let request = Request::TenantCreate {
+            name: name.into(),
+            reason: reason.into(),
+        };
+        match self.request(request).await? {
+            Response::TenantCreated { id, .. } => Ok(id),
+            other => Err(unexpected("tenant-create", &other)),
+        }
+    }
+
+    pub async fn list_tenants(&self) -> Result<Vec<TenantInfo>, ClientError> {
+        match self.request(Request::TenantList).await? {
+            Response::Tenants { tenants } => Ok(tenants),
+            other => Err(unexpected("tenant-list", &other)),
+        }
+    }
+
+    /// Creates a token for a tenant; returns `(token, principal)`. The token is shown once.
+    pub async fn create_token(
+        &self,
+        tenant: &str,
+        name: Option<&str>,
+        roles: &[String],
+        attributes: &[(String, String)],
+        reason: &str,
+    ) -> Result<(String, String), ClientError> {
+        let request = Request::TokenCreate {
+            tenant: tenant.into(),
+            name: name.map(str::to_string),
+            roles: roles.to_vec(),
+            attributes: attributes.to_vec(),
+            reason: reason.into(),
+        };
+        match self.request(request).await? {
+            Response::TokenCreated { token, principal } => Ok((token, principal)),
+            other => Err(unexpected("token-create", &other)),
+        }
+    }
+
+    /// Closes the connection politely (the node sees a clean close, not a timeout).
+    pub async fn close(self) {
+        self.connection.close(0u32.into(), b"bye");
+        self._endpoint.wait_idle().await;
+    }
+}
+
+fn unexpected(request: &'static str, response: &Response) -> ClientError {
+    let name = match response {
+        Response::TenantCreated { .. } => "tenant-created",
+        Response::Tenants { .. } => "tenants",
+        Response::TokenCreated { .. } => "token-created",
+        Response::Rows(_) => "rows",
+        Response::Written { .. } => "written",
+        Response::Log { .. } => "log",
+    };
+    ClientError::Unexpected {
+        request,
+        response: name.to_string(),
+    }
+}
+
+/// QUIC transport settings shared by client and server.
+pub fn transport_config() -> quinn::TransportConfig {
+    let mut transport = quinn::TransportConfig::default();
+    transport.max_idle_timeout(Some(quinn::VarInt::from_u32(IDLE_TIMEOUT_MS).into()));
+    transport.keep_alive_interval(Some(Duration::from_millis(KEEP_ALIVE_MS)));
+    transport
+}
