@@ -1,0 +1,541 @@
+//! The `kimberlite` command line.
+
+use crate::embedded::EmbeddedServer;
+use crate::node::NodeOptions;
+use crate::render::{self, Format};
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use kimberlite_client::{AsOf, Client, ClientConfig, SqlOutcome, WireEvent, WireValue};
+use std::io::BufRead;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Where `start` keeps its data and where clients look for `client.toml` by default.
+pub const DATA_DIR_DEFAULT: &str = "./data";
+
+/// Where `start` listens by default.
+pub const LISTEN_DEFAULT: &str = "127.0.0.1:7878";
+
+/// Records `log read` asks for when no --limit is given.
+pub const LOG_READ_LIMIT_DEFAULT: u32 = 100;
+
+/// How often `log tail` asks for new records.
+pub const LOG_TAIL_POLL_MS: u64 = 500;
+
+/// Events per request when `append -` streams JSON lines from stdin.
+pub const APPEND_BATCH_EVENTS: usize = 1_000;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "kimberlite",
+    version,
+    about = "Kimberlite: a compliance-first database. All data is an immutable, hash-chained, \
+             encrypted log; all state is derived from it.",
+    after_help = "Start a node with `kimberlite start`, or see everything at once with `kimberlite demo`.\n\
+                  Client commands find the node from --config FILE, else $KIMBERLITE_CONFIG, else ./data/client.toml,\n\
+                  and use --token / $KIMBERLITE_TOKEN, else the admin token of that config."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub connection: Connection,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct Connection {
+    /// client.toml of the node to talk to.
+    #[arg(long, env = "KIMBERLITE_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    /// API token (default: the admin token in the config).
+    #[arg(long, env = "KIMBERLITE_TOKEN", global = true, hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run an embedded single node (clean shutdown on Ctrl-C / SIGTERM).
+    Start {
+        #[arg(long, default_value = DATA_DIR_DEFAULT)]
+        data_dir: PathBuf,
+        #[arg(long, default_value = LISTEN_DEFAULT)]
+        listen: SocketAddr,
+    },
+    /// A narrated walk through Kimberlite on a temporary directory.
+    Demo {
+        /// Keep the demo's data directory here instead of a temporary one.
+        #[arg(long)]
+        keep: Option<PathBuf>,
+    },
+    /// Run one SQL statement.
+    Sql {
+        #[arg(long)]
+        tenant: String,
+        /// Why: recorded in the log with every write.
+        #[arg(long, default_value = "")]
+        reason: String,
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+        /// Read as of this log position (queries only).
+        #[arg(long, conflicts_with = "as_of_timestamp")]
+        as_of_position: Option<u64>,
+        /// Read as of this UTC time, e.g. '2024-01-15 10:30:00' (queries only).
+        #[arg(long)]
+        as_of_timestamp: Option<String>,
+        /// A value for $1, $2, …: an integer, a decimal, true/false, null, or text.
+        #[arg(long = "param")]
+        params: Vec<String>,
+        statement: String,
+    },
+    /// Interactive SQL (history, multi-line statements ending in `;`, `.help`).
+    Repl {
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Tenants: create, list.
+    Tenant {
+        #[command(subcommand)]
+        command: TenantCommand,
+    },
+    /// API tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Append application events to a stream.
+    Append {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        stream: String,
+        /// The event type, e.g. Deposited.
+        #[arg(long)]
+        kind: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+        /// The JSON payload, or `-` to read one JSON payload per line from stdin.
+        payload: String,
+    },
+    /// Read a tenant's log.
+    Log {
+        #[command(subcommand)]
+        command: LogCommand,
+    },
+    /// Check a stopped node's data offline: every CRC, hash chain and checkpoint signature.
+    Verify {
+        #[arg(long, default_value = DATA_DIR_DEFAULT)]
+        data_dir: PathBuf,
+        /// Trust this node public key (hex) instead of DATA/node.pub.
+        #[arg(long)]
+        public_key: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TenantCommand {
+    Create {
+        name: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token scoped to one tenant; prints the secret once.
+    Create {
+        #[arg(long)]
+        tenant: String,
+        /// admin, writer, reader, auditor, or a tenant-defined role (repeatable).
+        #[arg(long = "role", required = true)]
+        roles: Vec<String>,
+        /// An attribute key=value for access rules and masking policies (repeatable).
+        #[arg(long = "attr", value_parser = parse_attribute)]
+        attributes: Vec<(String, String)>,
+        /// The principal name recorded with this token's writes.
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LogCommand {
+    /// Print records from a position.
+    Read {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        #[arg(long, default_value_t = LOG_READ_LIMIT_DEFAULT)]
+        limit: u32,
+        /// Print payloads as text (JSON events) instead of byte counts.
+        #[arg(long)]
+        payloads: bool,
+    },
+    /// Follow the log: print new records as they are written (Ctrl-C stops).
+    Tail {
+        #[arg(long)]
+        tenant: String,
+        /// Start here instead of at the current end.
+        #[arg(long)]
+        from: Option<u64>,
+        #[arg(long)]
+        payloads: bool,
+    },
+}
+
+fn parse_attribute(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
+        _ => Err(format!("`{text}` is not key=value")),
+    }
+}
+
+/// Turns a command-line parameter into a value: integers, decimals, booleans, null, else text.
+pub fn parse_param(text: &str) -> WireValue {
+    if let Ok(integer) = text.parse::<i64>() {
+        WireValue::Integer(integer)
+    } else if let Ok(real) = text.parse::<f64>()
+        && text.contains(['.', 'e', 'E'])
+    {
+        WireValue::Real(real)
+    } else {
+        match text.to_ascii_lowercase().as_str() {
+            "true" => WireValue::Boolean(true),
+            "false" => WireValue::Boolean(false),
+            "null" => WireValue::Null,
+            _ => WireValue::Text(text.to_string()),
+        }
+    }
+}
+
+/// Parses a UTC timestamp for `--as-of-timestamp` with the same rules as SQL's AS OF TIMESTAMP.
+pub fn parse_timestamp(text: &str) -> anyhow::Result<i64> {
+    kimberlite_kernel::timestamp::parse(text).map_err(|error| anyhow::anyhow!("{error}"))
+}
+
+impl Connection {
+    pub fn config_path(&self) -> PathBuf {
+        self.config
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DATA_DIR_DEFAULT).join("client.toml"))
+    }
+
+    pub async fn connect(&self) -> anyhow::Result<Client> {
+        let config = ClientConfig::load(&self.config_path())?;
+        Ok(Client::connect(&config, self.token.clone()).await?)
+    }
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let connection = cli.connection;
+    match cli.command {
+        Command::Start { data_dir, listen } => start(data_dir, listen).await,
+        Command::Demo { keep } => crate::demo::run(keep).await,
+        Command::Sql {
+            tenant,
+            reason,
+            format,
+            as_of_position,
+            as_of_timestamp,
+            params,
+            statement,
+        } => {
+            let client = connection.connect().await?;
+            let as_of = match (as_of_position, as_of_timestamp) {
+                (Some(position), _) => Some(AsOf::Position(position)),
+                (None, Some(text)) => Some(AsOf::TimestampNs(parse_timestamp(&text)?)),
+                (None, None) => None,
+            };
+            let params: Vec<WireValue> = params.iter().map(|param| parse_param(param)).collect();
+            let output = match as_of {
+                Some(as_of) => {
+                    let rows = client
+                        .sql_as_of(&tenant, &statement, &params, as_of)
+                        .await?;
+                    render::result_set(&rows, format)
+                }
+                None => render_outcome(
+                    client.sql(&tenant, &statement, &params, &reason).await?,
+                    format,
+                ),
+            };
+            print!("{output}");
+            Ok(())
+        }
+        Command::Repl { tenant } => crate::repl::run(connection, tenant).await,
+        Command::Tenant { command } => {
+            let client = connection.connect().await?;
+            match command {
+                TenantCommand::Create { name, reason } => {
+                    let id = client.create_tenant(&name, &reason).await?;
+                    println!("created tenant `{name}` (id {id})");
+                }
+                TenantCommand::List => {
+                    let tenants = client.list_tenants().await?;
+                    println!("{:>4}  {:<24}  {:>10}  created", "id", "name", "records");
+                    for tenant in tenants {
+                        println!(
+                            "{:>4}  {:<24}  {:>10}  {}",
+                            tenant.id,
+                            tenant.name,
+                            tenant.log_end,
+                            render::timestamp(tenant.created_at_ns as i64)
+                        );
+                    }
+                }
+            }
+            Ok(())
+        }
+        Command::Token { command } => {
+            let client = connection.connect().await?;
+            match command {
+                TokenCommand::Create {
+                    tenant,
+                    roles,
+                    attributes,
+                    name,
+                    reason,
+                } => {
+                    let (token, principal) = client
+                        .create_token(&tenant, name.as_deref(), &roles, &attributes, &reason)
+                        .await?;
+                    eprintln!(
+                        "token for principal `{principal}` in tenant `{tenant}` (shown once; store it safely):"
+                    );
+                    println!("{token}");
+                }
+            }
+            Ok(())
+        }
+        Command::Append {
+            tenant,
+            stream,
+            kind,
+            reason,
+            payload,
+        } => {
+            let client = connection.connect().await?;
+            append(&client, &tenant, &stream, &kind, &reason, &payload).await
+        }
+        Command::Log { command } => {
+            let client = connection.connect().await?;
+            match command {
+                LogCommand::Read {
+                    tenant,
+                    from,
+                    limit,
+                    payloads,
+                } => {
+                    let (records, end) = client.read_log(&tenant, from, limit).await?;
+                    for record in &records {
+                        println!("{}", describe_record(record, payloads));
+                    }
+                    eprintln!(
+                        "({} records; the log ends at position {end})",
+                        records.len()
+                    );
+                    Ok(())
+                }
+                LogCommand::Tail {
+                    tenant,
+                    from,
+                    payloads,
+                } => {
+                    let mut position = match from {
+                        Some(from) => from,
+                        None => client.read_log(&tenant, 0, 0).await?.1,
+                    };
+                    loop {
+                        let (records, _) = client
+                            .read_log(
+                                &tenant,
+                                position,
+                                kimberlite_client::protocol::READ_LOG_RECORDS_MAX,
+                            )
+                            .await?;
+                        for record in &records {
+                            println!("{}", describe_record(record, payloads));
+                            position = record.position + 1;
+                        }
+                        if records.is_empty() {
+                            tokio::select! {
+                                _ = tokio::time::sleep(std::time::Duration::from_millis(LOG_TAIL_POLL_MS)) => {}
+                                _ = tokio::signal::ctrl_c() => return Ok(()),
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Command::Verify {
+            data_dir,
+            public_key,
+        } => {
+            let ok = crate::verify::run(&data_dir, public_key.as_deref(), true)?;
+            if !ok {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn append(
+    client: &Client,
+    tenant: &str,
+    stream: &str,
+    kind: &str,
+    reason: &str,
+    payload: &str,
+) -> anyhow::Result<()> {
+    let event = |payload: &str| -> anyhow::Result<WireEvent> {
+        serde_json::from_str::<serde_json::Value>(payload)
+            .with_context(|| format!("the payload is not JSON: {payload}"))?;
+        Ok(WireEvent {
+            stream: stream.to_string(),
+            event_type: kind.to_string(),
+            payload: payload.as_bytes().to_vec(),
+        })
+    };
+    if payload != "-" {
+        let outcome = client.append(tenant, vec![event(payload)?], reason).await?;
+        println!(
+            "{}",
+            describe_positions(&outcome.summary, outcome.positions)
+        );
+        return Ok(());
+    }
+    let mut batch = Vec::with_capacity(APPEND_BATCH_EVENTS);
+    let mut total = 0u64;
+    let mut last_position = None;
+    let stdin = std::io::stdin();
+    for (index, line) in stdin.lock().lines().enumerate() {
+        let line = line.context("cannot read stdin")?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        batch.push(event(&line).with_context(|| format!("line {}", index + 1))?);
+        if batch.len() == APPEND_BATCH_EVENTS {
+            let outcome = client
+                .append(tenant, std::mem::take(&mut batch), reason)
+                .await?;
+            total += outcome.rows_affected;
+            last_position = outcome.positions.map(|(_, last)| last);
+        }
+    }
+    if !batch.is_empty() {
+        let outcome = client.append(tenant, batch, reason).await?;
+        total += outcome.rows_affected;
+        last_position = outcome.positions.map(|(_, last)| last);
+    }
+    match last_position {
+        Some(last) => println!("appended {total} events (last position {last})"),
+        None => println!("appended nothing (stdin was empty)"),
+    }
+    Ok(())
+}
+
+fn describe_positions(summary: &str, positions: Option<(u64, u64)>) -> String {
+    match positions {
+        Some((first, last)) if first == last => format!("{summary} (log position {first})"),
+        Some((first, last)) => format!("{summary} (log positions {first}..={last})"),
+        None => summary.to_string(),
+    }
+}
+
+pub fn render_outcome(outcome: SqlOutcome, format: Format) -> String {
+    match outcome {
+        SqlOutcome::Rows(rows) => render::result_set(&rows, format),
+        SqlOutcome::Written(written) => match format {
+            Format::Json => format!(
+                "{}\n",
+                serde_json::json!({
+                    "summary": written.summary,
+                    "rows_affected": written.rows_affected,
+                    "first_position": written.positions.map(|(first, _)| first),
+                    "last_position": written.positions.map(|(_, last)| last),
+                })
+            ),
+            _ => format!(
+                "{}\n",
+                describe_positions(&written.summary, written.positions)
+            ),
+        },
+    }
+}
+
+pub fn describe_record(record: &kimberlite_client::LogRecord, payloads: bool) -> String {
+    let reason = if record.reason.is_empty() {
+        String::new()
+    } else {
+        format!(" reason={:?}", record.reason)
+    };
+    let payload = if payloads {
+        format!(" {}", String::from_utf8_lossy(&record.payload))
+    } else {
+        format!(" ({} bytes)", record.payload.len())
+    };
+    format!(
+        "{:>8}  {}  {:<8} {:<14} stream={} by={}{}{}",
+        record.position,
+        render::timestamp(record.timestamp_ns as i64),
+        record.record_kind,
+        record.event_type,
+        record.stream,
+        record.principal,
+        reason,
+        payload
+    )
+}
+
+async fn start(data_dir: PathBuf, listen: SocketAddr) -> anyhow::Result<()> {
+    let server = EmbeddedServer::start(NodeOptions::new(&data_dir), listen).await?;
+    for note in &server.report.notes {
+        eprintln!("recovery: {note}");
+    }
+    let config_path = server.node().layout().client_config();
+    println!(
+        "Kimberlite listening on {} (QUIC, ALPN kimberlite/1)\n  data dir: {}\n  client config: {}{}",
+        server.address(),
+        data_dir.display(),
+        config_path.display(),
+        if server.created_admin_token {
+            " (new admin token written there, mode 0600)"
+        } else {
+            ""
+        }
+    );
+    if server.report.records_replayed > 0 {
+        println!(
+            "  recovered: replayed {} records into the views",
+            server.report.records_replayed
+        );
+    }
+    wait_for_shutdown_signal().await?;
+    println!("shutting down: finishing writes, signing checkpoints …");
+    server.stop().await?;
+    println!("stopped cleanly");
+    Ok(())
+}
+
+async fn wait_for_shutdown_signal() -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .context("cannot listen for SIGTERM")?;
+        tokio::select! {
+            result = tokio::signal::ctrl_c() => result.context("cannot listen for Ctrl-C")?,
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c()
+        .await
+        .context("cannot listen for Ctrl-C")?;
+    Ok(())
+}

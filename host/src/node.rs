@@ -1,0 +1,1115 @@
+//! One embedded node: recovery on open, the single writer (group commit), and the
+//! request handlers.
+//!
+//! Write path (one thread, so the kernel sees one total order):
+//! requests → bounded queue → the writer takes a batch → `Kernel::execute` for each
+//! command (validation, records, native table rows into one view-store transaction)
+//! → one `append` per touched partition → one `sync` (fdatasync) per touched
+//! partition → the view transaction commits (not fsynced; a durable commit every
+//! `VIEW_DURABLE_BATCHES_MAX` batches or `VIEW_DURABLE_INTERVAL_MS`) → every request
+//! of the batch is answered. Nothing is acknowledged before its records are durable.
+//!
+//! Read path: any number of concurrent queries, each on a redb read snapshot plus the
+//! catalog published by the last committed batch; log reads see durable records only.
+//!
+//! Recovery: the view store holds, committed atomically with the rows, each
+//! partition's applied end and the kernel snapshot. After a crash it is at its last
+//! durable commit; the logs hold more. `Node::open` replays the log suffix through
+//! `Kernel::apply_record` — the same state change `execute` made — so the kernel,
+//! the tables and the logs agree again before the first request is served.
+
+use crate::convert;
+use crate::keys::{self, MasterKey};
+use anyhow::{Context, bail};
+use kimberlite_client::protocol::{
+    ErrorCode, LogRecord, Request, RequestFrame, Response, ResultSet, TenantInfo, WireError,
+    WireEvent,
+};
+use kimberlite_kernel::catalog::{Action, Catalog, Token};
+use kimberlite_kernel::sql::{self, Statement};
+use kimberlite_kernel::{
+    Command, CommandBody, Kernel, KernelError, Outcome, SYSTEM_TENANT, TenantId,
+};
+use kimberlite_log::{KeyRing, LogConfig, LogReader, NewRecord, NodeKey, PartitionLog, Position};
+use kimberlite_projections::ViewStore;
+use kimberlite_projections::query::{self, QueryContext};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::oneshot;
+
+/// Write jobs waiting for the writer; a full queue answers `Unavailable` (back-pressure)
+/// instead of growing without bound.
+pub const WRITE_QUEUE_JOBS_MAX: usize = 4_096;
+
+/// Jobs the writer folds into one group commit (one fdatasync per touched partition).
+pub const BATCH_JOBS_MAX: usize = 1_024;
+
+/// The view store is fsynced at least every this many batches …
+pub const VIEW_DURABLE_BATCHES_MAX: u32 = 256;
+
+/// … and at least this often while writes come in (bounding replay after a crash).
+pub const VIEW_DURABLE_INTERVAL_MS: u64 = 1_000;
+
+/// Prefix of every token secret, so a leaked one is easy to recognise and scan for.
+pub const TOKEN_PREFIX: &str = "kbt_";
+
+/// Random bytes in a token secret.
+const TOKEN_SECRET_BYTES: usize = 32;
+
+/// Where things live under the data directory.
+#[derive(Clone, Debug)]
+pub struct Layout {
+    pub root: PathBuf,
+}
+
+impl Layout {
+    pub fn system_dir(&self) -> PathBuf {
+        self.root.join("system")
+    }
+    pub fn tenant_dir(&self, tenant: TenantId) -> PathBuf {
+        if tenant == SYSTEM_TENANT {
+            self.system_dir()
+        } else {
+            self.root.join("tenants").join(tenant.to_string())
+        }
+    }
+    pub fn log_dir(&self, tenant: TenantId) -> PathBuf {
+        self.tenant_dir(tenant).join("log")
+    }
+    pub fn views(&self) -> PathBuf {
+        self.root.join("views.redb")
+    }
+    pub fn client_config(&self) -> PathBuf {
+        self.root.join("client.toml")
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct NodeOptions {
+    pub data_dir: PathBuf,
+    pub log: LogConfig,
+}
+
+impl NodeOptions {
+    pub fn new(data_dir: impl Into<PathBuf>) -> NodeOptions {
+        NodeOptions {
+            data_dir: data_dir.into(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+/// What the writer answers one job with.
+type WriteReply = Result<Written, WireError>;
+
+/// The effect of a write job.
+#[derive(Debug)]
+struct Written {
+    outcomes: Vec<Outcome>,
+    rows_affected: u64,
+    positions: Option<(Position, Position)>,
+}
+
+struct WriteJob {
+    commands: Vec<Command>,
+    reply: oneshot::Sender<WriteReply>,
+}
+
+/// State every request handler reads.
+struct Shared {
+    layout: Layout,
+    views: ViewStore,
+    catalog: RwLock<Arc<Catalog>>,
+    readers: RwLock<BTreeMap<TenantId, LogReader>>,
+    /// Set when the writer stopped after an I/O failure: writes are refused with this.
+    failure: Mutex<Option<String>>,
+}
+
+/// A running node: cheap to share across request handlers.
+pub struct Node {
+    shared: Arc<Shared>,
+    writes: Mutex<Option<SyncSender<WriteJob>>>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("data_dir", &self.shared.layout.root)
+            .finish()
+    }
+}
+
+/// What `Node::open` found and did.
+#[derive(Debug, Default)]
+pub struct OpenReport {
+    pub partitions: usize,
+    pub records_replayed: u64,
+    pub notes: Vec<String>,
+}
+
+impl Node {
+    /// Opens (or creates) the node in `options.data_dir`, recovering every partition.
+    pub fn open(options: NodeOptions) -> anyhow::Result<(Node, OpenReport)> {
+        let layout = Layout {
+            root: options.data_dir.clone(),
+        };
+        std::fs::create_dir_all(&layout.root).with_context(|| {
+            format!("cannot create the data directory {}", layout.root.display())
+        })?;
+        let node_key = Arc::new(
+            NodeKey::load_or_create(&layout.root).context("cannot load the node signing key")?,
+        );
+        let master = MasterKey::load_or_create(&layout.root)?;
+        let views = ViewStore::open(&layout.views())
+            .with_context(|| format!("cannot open the view store {}", layout.views().display()))?;
+        let (applied, snapshot) = views
+            .applied()
+            .context("cannot read the view store's applied positions")?;
+        let mut kernel = match snapshot {
+            Some(bytes) => Kernel::restore(&bytes)
+                .context("the kernel snapshot in the view store is damaged")?,
+            None => Kernel::new(),
+        };
+
+        let mut report = OpenReport::default();
+        let mut logs = BTreeMap::new();
+        let mut transaction = views
+            .begin()
+            .context("cannot begin the recovery transaction")?;
+        // The system partition first: replaying it may add tenants whose logs open next.
+        let mut pending: Vec<TenantId> = vec![SYSTEM_TENANT];
+        while let Some(tenant) = pending.pop() {
+            let (log, recovery) =
+                open_partition(&layout, &master, &node_key, &options.log, tenant)?;
+            if let Some(note) = recovery {
+                report.notes.push(note);
+            }
+            let from = applied.get(&tenant).copied().unwrap_or(0);
+            let replayed = replay(&mut kernel, &mut transaction, tenant, &log, from)?;
+            report.records_replayed += replayed;
+            transaction.set_applied(tenant, log.next_position())?;
+            assert_eq!(
+                kernel.next_position(tenant),
+                log.next_position(),
+                "kernel and log disagree on the end of partition {tenant} after recovery"
+            );
+            logs.insert(tenant, log);
+            if tenant == SYSTEM_TENANT {
+                pending.extend(kernel.catalog().tenants().map(|tenant| tenant.id));
+            }
+        }
+        transaction.set_kernel_snapshot(&kernel.snapshot())?;
+        transaction
+            .commit(true)
+            .context("cannot commit the recovered state")?;
+        report.partitions = logs.len();
+
+        let readers = logs
+            .iter()
+            .map(|(tenant, log)| (*tenant, log.reader()))
+            .collect();
+        let shared = Arc::new(Shared {
+            layout: layout.clone(),
+            views,
+            catalog: RwLock::new(Arc::new(kernel.catalog().clone())),
+            readers: RwLock::new(readers),
+            failure: Mutex::new(None),
+        });
+        let (sender, receiver) = std::sync::mpsc::sync_channel(WRITE_QUEUE_JOBS_MAX);
+        let writer = Writer {
+            shared: shared.clone(),
+            kernel,
+            logs,
+            master,
+            node_key,
+            log_config: options.log,
+            batches_since_durable: 0,
+            last_durable: Instant::now(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("kimberlite-writer".into())
+            .spawn(move || writer.run(&receiver))
+            .context("cannot start the writer thread")?;
+        Ok((
+            Node {
+                shared,
+                writes: Mutex::new(Some(sender)),
+                writer: Mutex::new(Some(thread)),
+            },
+            report,
+        ))
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.shared.layout
+    }
+
+    /// The catalog as of the last committed batch.
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.shared.catalog.read().expect("catalog lock").clone()
+    }
+
+    /// Stops taking writes, waits for the writer to finish its batch, writes a signed
+    /// checkpoint per partition and commits the views durably.
+    pub fn shutdown(&self) {
+        drop(self.writes.lock().expect("writes lock").take());
+        if let Some(thread) = self.writer.lock().expect("writer lock").take()
+            && thread.join().is_err()
+        {
+            tracing::error!("the writer thread panicked during shutdown");
+        }
+    }
+
+    /// Creates the node-admin token if the node has none (first start); returns it.
+    pub async fn bootstrap_admin_token(&self) -> anyhow::Result<Option<String>> {
+        if self.catalog().tokens().next().is_some() {
+            return Ok(None);
+        }
+        let (token, hash) = new_token();
+        let command = self.command(
+            SYSTEM_TENANT,
+            0,
+            0,
+            "kimberlite",
+            "first start: node admin token",
+            CommandBody::CreateToken {
+                tenant: SYSTEM_TENANT,
+                name: "admin".into(),
+                secret_hash: hash,
+                roles: vec!["admin".into()],
+                attributes: Vec::new(),
+            },
+        );
+        self.write(vec![command])
+            .await
+            .map_err(|error| anyhow::anyhow!("{error}"))?;
+        Ok(Some(token))
+    }
+
+    fn command(
+        &self,
+        tenant: TenantId,
+        client_id: u128,
+        request: u64,
+        principal: &str,
+        reason: &str,
+        body: CommandBody,
+    ) -> Command {
+        Command {
+            tenant,
+            client_id,
+            request,
+            // The writer stamps the real time when it sequences the batch.
+            timestamp_ns: 0,
+            principal: principal.to_string(),
+            reason: reason.to_string(),
+            body,
+        }
+    }
+
+    async fn write(&self, commands: Vec<Command>) -> WriteReply {
+        if let Some(failure) = self.shared.failure.lock().expect("failure lock").clone() {
+            return Err(unavailable(failure));
+        }
+        let (reply, answer) = oneshot::channel();
+        let sender = self.writes.lock().expect("writes lock").clone();
+        let Some(sender) = sender else {
+            return Err(unavailable("the node is shutting down".into()));
+        };
+        match sender.try_send(WriteJob { commands, reply }) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                return Err(unavailable(format!(
+                    "the write queue is full ({WRITE_QUEUE_JOBS_MAX} requests waiting); retry shortly"
+                )));
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                return Err(unavailable("the node is shutting down".into()));
+            }
+        }
+        answer
+            .await
+            .unwrap_or_else(|_| Err(unavailable("the writer stopped before answering".into())))
+    }
+
+    /// Answers one request. Never panics on client input.
+    pub async fn handle(&self, frame: RequestFrame) -> Result<Response, WireError> {
+        let catalog = self.catalog();
+        let token = authenticate(&catalog, &frame.token)?;
+        let client = (frame.client_id.0, frame.request_number);
+        match frame.request {
+            Request::TenantCreate { name, reason } => {
+                require(
+                    &token,
+                    SYSTEM_TENANT,
+                    Action::ManageTenants,
+                    "create tenants",
+                )?;
+                let command = self.command(
+                    SYSTEM_TENANT,
+                    client.0,
+                    client.1,
+                    &token.name,
+                    &reason,
+                    CommandBody::CreateTenant { name: name.clone() },
+                );
+                let written = self.write(vec![command]).await?;
+                match written.outcomes.first() {
+                    Some(Outcome::TenantCreated { tenant, name }) => Ok(Response::TenantCreated {
+                        tenant: name.clone(),
+                        id: *tenant,
+                    }),
+                    other => Err(internal(format!("tenant create answered {other:?}"))),
+                }
+            }
+            Request::TenantList => {
+                let system = self.reader(SYSTEM_TENANT)?;
+                let readers = self.shared.readers.read().expect("readers lock").clone();
+                let visible: Vec<(TenantId, String, Position)> = catalog
+                    .tenants()
+                    .filter(|tenant| token.tenant == SYSTEM_TENANT || token.tenant == tenant.id)
+                    .map(|tenant| (tenant.id, tenant.name.clone(), tenant.created_at))
+                    .collect();
+                tokio::task::spawn_blocking(move || {
+                    let mut tenants = Vec::with_capacity(visible.len());
+                    for (id, name, created_at) in visible {
+                        // The creation time is the timestamp of the tenant's record in the
+                        // system partition: one header read, no decryption.
+                        let created_at_ns = system
+                            .read_headers(created_at, 1)
+                            .map_err(|error| {
+                                internal(format!("cannot read the system log: {error}"))
+                            })?
+                            .first()
+                            .map(|header| header.meta.timestamp_ns)
+                            .unwrap_or(0);
+                        tenants.push(TenantInfo {
+                            id,
+                            name,
+                            created_at_ns,
+                            log_end: readers.get(&id).map(LogReader::end).unwrap_or(0),
+                        });
+                    }
+                    Ok(Response::Tenants { tenants })
+                })
+                .await
+                .map_err(|error| internal(format!("tenant list task failed: {error}")))?
+            }
+            Request::TokenCreate {
+                tenant,
+                name,
+                roles,
+                attributes,
+                reason,
+            } => {
+                let tenant_id = resolve_tenant(&catalog, &token, &tenant)?;
+                require(&token, tenant_id, Action::ManageTokens, "create tokens")?;
+                if roles.is_empty() {
+                    return Err(bad_request(
+                        "a token needs at least one role (--role admin|writer|reader|auditor, or a tenant-defined role)".into(),
+                    ));
+                }
+                let (secret, hash) = new_token();
+                let principal =
+                    name.unwrap_or_else(|| format!("token-{}", &hex::encode(hash)[..8]));
+                let command = self.command(
+                    SYSTEM_TENANT,
+                    client.0,
+                    client.1,
+                    &token.name,
+                    &reason,
+                    CommandBody::CreateToken {
+                        tenant: tenant_id,
+                        name: principal.clone(),
+                        secret_hash: hash,
+                        roles,
+                        attributes,
+                    },
+                );
+                self.write(vec![command]).await?;
+                Ok(Response::TokenCreated {
+                    token: secret,
+                    principal,
+                })
+            }
+            Request::Sql {
+                tenant,
+                sql,
+                params,
+                reason,
+                as_of,
+            } => {
+                let tenant_id = resolve_tenant(&catalog, &token, &tenant)?;
+                let statement = sql::parse(&sql).map_err(|error| WireError {
+                    code: ErrorCode::BadSql,
+                    message: error.to_string(),
+                })?;
+                for action in statement.actions() {
+                    require(&token, tenant_id, action, describe_action(action))?;
+                }
+                let params: Vec<_> = params.into_iter().map(convert::from_wire).collect();
+                match statement {
+                    Statement::Select(select) => {
+                        if !reason.is_empty() {
+                            tracing::debug!(%reason, "reason given for a read");
+                        }
+                        self.query(tenant_id, catalog, select, params, as_of).await
+                    }
+                    _ => {
+                        if as_of.is_some() {
+                            return Err(bad_request(
+                                "AS OF applies to queries, not to writes".into(),
+                            ));
+                        }
+                        let command = self.command(
+                            tenant_id,
+                            client.0,
+                            client.1,
+                            &token.name,
+                            &reason,
+                            CommandBody::Sql { sql, params },
+                        );
+                        let written = self.write(vec![command]).await?;
+                        Ok(Response::Written {
+                            summary: summarize(&written),
+                            rows_affected: written.rows_affected,
+                            positions: written.positions,
+                        })
+                    }
+                }
+            }
+            Request::Append {
+                tenant,
+                events,
+                reason,
+            } => {
+                let tenant_id = resolve_tenant(&catalog, &token, &tenant)?;
+                require(&token, tenant_id, Action::Write, "append events")?;
+                if events.is_empty() {
+                    return Err(bad_request("an append needs at least one event".into()));
+                }
+                if events.len() > kimberlite_client::protocol::APPEND_EVENTS_MAX {
+                    return Err(WireError {
+                        code: ErrorCode::TooLarge,
+                        message: format!(
+                            "{} events in one append; the limit is {}",
+                            events.len(),
+                            kimberlite_client::protocol::APPEND_EVENTS_MAX
+                        ),
+                    });
+                }
+                let commands = events
+                    .into_iter()
+                    .map(
+                        |WireEvent {
+                             stream,
+                             event_type,
+                             payload,
+                         }| {
+                            self.command(
+                                tenant_id,
+                                client.0,
+                                client.1,
+                                &token.name,
+                                &reason,
+                                CommandBody::Append {
+                                    stream,
+                                    event_type,
+                                    payload,
+                                },
+                            )
+                        },
+                    )
+                    .collect();
+                let written = self.write(commands).await?;
+                Ok(Response::Written {
+                    summary: format!("APPEND {}", written.outcomes.len()),
+                    rows_affected: written.outcomes.len() as u64,
+                    positions: written.positions,
+                })
+            }
+            Request::ReadLog {
+                tenant,
+                from,
+                limit,
+            } => {
+                let tenant_id = resolve_tenant(&catalog, &token, &tenant)?;
+                require(&token, tenant_id, Action::Audit, "read the log")?;
+                let limit = limit.min(kimberlite_client::protocol::READ_LOG_RECORDS_MAX) as usize;
+                let reader = self.reader(tenant_id)?;
+                tokio::task::spawn_blocking(move || {
+                    let end = reader.end();
+                    let records = reader.read(from, limit).map_err(|error| WireError {
+                        code: ErrorCode::Internal,
+                        message: format!("cannot read the log of tenant `{tenant}`: {error}"),
+                    })?;
+                    let records = records
+                        .into_iter()
+                        .map(|record| LogRecord {
+                            position: record.header.position,
+                            timestamp_ns: record.header.meta.timestamp_ns,
+                            record_kind: record.header.meta.kind.name().to_string(),
+                            event_type: record.header.meta.event_type,
+                            stream: record.header.meta.stream,
+                            principal: record.header.meta.principal,
+                            reason: record.header.meta.reason,
+                            client_id: kimberlite_client::ClientId(record.header.meta.client_id),
+                            request_number: record.header.meta.request,
+                            payload: record.payload,
+                            hash: record.header.hash.to_vec(),
+                        })
+                        .collect();
+                    Ok(Response::Log { records, end })
+                })
+                .await
+                .map_err(|error| internal(format!("log read task failed: {error}")))?
+            }
+        }
+    }
+
+    fn reader(&self, tenant: TenantId) -> Result<LogReader, WireError> {
+        self.shared
+            .readers
+            .read()
+            .expect("readers lock")
+            .get(&tenant)
+            .cloned()
+            .ok_or_else(|| unavailable(format!("tenant {tenant} has no open log")))
+    }
+
+    async fn query(
+        &self,
+        tenant: TenantId,
+        catalog: Arc<Catalog>,
+        select: sql::Select,
+        params: Vec<kimberlite_kernel::Value>,
+        as_of: Option<kimberlite_client::AsOf>,
+    ) -> Result<Response, WireError> {
+        let reader = self.reader(tenant)?;
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || {
+            let views = shared
+                .views
+                .read()
+                .map_err(|error| internal(error.to_string()))?;
+            let as_of = as_of.map(|as_of| match as_of {
+                kimberlite_client::AsOf::Position(position) => query::AsOf::Position(position),
+                kimberlite_client::AsOf::TimestampNs(nanoseconds) => {
+                    query::AsOf::Timestamp(nanoseconds)
+                }
+            });
+            let context = QueryContext {
+                tenant,
+                catalog: &catalog,
+                views: &views,
+                log: &reader,
+                params: &params,
+                as_of,
+            };
+            let result = query::execute(&select, &context).map_err(|error| WireError {
+                code: query_error_code(&error),
+                message: error.to_string(),
+            })?;
+            Ok(Response::Rows(ResultSet {
+                columns: result
+                    .columns
+                    .into_iter()
+                    .map(|(name, ty)| convert::column(name, ty))
+                    .collect(),
+                rows: result
+                    .rows
+                    .into_iter()
+                    .map(|row| row.into_iter().map(convert::to_wire).collect())
+                    .collect(),
+                as_of: result.as_of,
+            }))
+        })
+        .await
+        .map_err(|error| internal(format!("query task failed: {error}")))?
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// A new token secret and the hash the catalog keeps.
+fn new_token() -> (String, [u8; 32]) {
+    let secret: [u8; TOKEN_SECRET_BYTES] = rand::random();
+    let token = format!("{TOKEN_PREFIX}{}", hex::encode(secret));
+    let hash = token_hash(&token);
+    (token, hash)
+}
+
+pub fn token_hash(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+fn authenticate(catalog: &Catalog, token: &str) -> Result<Token, WireError> {
+    if token.is_empty() {
+        return Err(WireError {
+            code: ErrorCode::Unauthenticated,
+            message: "no token was sent (pass --token or set KIMBERLITE_TOKEN)".into(),
+        });
+    }
+    catalog
+        .token_by_hash(&token_hash(token))
+        .cloned()
+        .ok_or_else(|| WireError {
+            code: ErrorCode::Unauthenticated,
+            message: "the token is not known to this node (mistyped, or made for another node)"
+                .into(),
+        })
+}
+
+fn require(token: &Token, tenant: TenantId, action: Action, what: &str) -> Result<(), WireError> {
+    if token.allows(tenant, action) {
+        Ok(())
+    } else {
+        Err(WireError {
+            code: ErrorCode::PermissionDenied,
+            message: format!(
+                "principal `{}` (roles: {}) may not {what}",
+                token.name,
+                if token.roles.is_empty() {
+                    "none".to_string()
+                } else {
+                    token.roles.join(", ")
+                }
+            ),
+        })
+    }
+}
+
+fn describe_action(action: Action) -> &'static str {
+    match action {
+        Action::ManageTenants => "create tenants",
+        Action::ManageTokens => "create tokens",
+        Action::Ddl => "change the schema (requires role admin)",
+        Action::Write => "write (requires role writer or admin)",
+        Action::Read => "read tables (requires role reader, writer or admin)",
+        Action::Audit => "read the audit trail (requires role auditor or admin)",
+    }
+}
+
+/// Resolves a tenant name for a token. A tenant token naming another tenant is refused
+/// without saying whether that tenant exists.
+fn resolve_tenant(catalog: &Catalog, token: &Token, name: &str) -> Result<TenantId, WireError> {
+    let found = catalog.tenant_by_name(name).map(|tenant| tenant.id);
+    if token.tenant != SYSTEM_TENANT && found != Some(token.tenant) {
+        return Err(WireError {
+            code: ErrorCode::PermissionDenied,
+            message: format!("this token is scoped to another tenant and cannot act on `{name}`"),
+        });
+    }
+    found.ok_or_else(|| WireError {
+        code: ErrorCode::NotFound,
+        message: format!(
+            "no tenant named `{name}` (create it with `kimberlite tenant create {name}`)"
+        ),
+    })
+}
+
+fn summarize(written: &Written) -> String {
+    match written.outcomes.first() {
+        Some(Outcome::TableCreated { table }) => format!("CREATE TABLE {table}"),
+        Some(Outcome::TableDropped { table }) => format!("DROP TABLE {table}"),
+        Some(Outcome::RowsAffected { count }) => {
+            format!("{count} row{} affected", if *count == 1 { "" } else { "s" })
+        }
+        Some(Outcome::Skipped { notice }) => notice.clone(),
+        Some(other) => format!("{other:?}"),
+        None => "nothing written".into(),
+    }
+}
+
+fn kernel_error(error: &KernelError) -> WireError {
+    WireError {
+        code: kernel_error_code(error),
+        message: error.to_string(),
+    }
+}
+
+fn kernel_error_code(error: &KernelError) -> ErrorCode {
+    convert::error_code(error.code())
+}
+
+fn query_error_code(error: &query::QueryError) -> ErrorCode {
+    convert::error_code(error.code())
+}
+
+fn unavailable(message: String) -> WireError {
+    WireError {
+        code: ErrorCode::Unavailable,
+        message,
+    }
+}
+
+fn bad_request(message: String) -> WireError {
+    WireError {
+        code: ErrorCode::BadRequest,
+        message,
+    }
+}
+
+fn internal(message: String) -> WireError {
+    tracing::error!(%message, "internal error");
+    WireError {
+        code: ErrorCode::Internal,
+        message,
+    }
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+/// Opens one partition's log with its keys; a message if recovery did something.
+fn open_partition(
+    layout: &Layout,
+    master: &MasterKey,
+    node_key: &Arc<NodeKey>,
+    config: &LogConfig,
+    tenant: TenantId,
+) -> anyhow::Result<(PartitionLog, Option<String>)> {
+    let tenant_dir = layout.tenant_dir(tenant);
+    let log_dir = layout.log_dir(tenant);
+    std::fs::create_dir_all(&log_dir)
+        .with_context(|| format!("cannot create {}", log_dir.display()))?;
+    let keys = tenant_keys(master, tenant, &tenant_dir, &log_dir)?;
+    let (log, recovery) =
+        PartitionLog::open(&log_dir, tenant, keys, node_key.clone(), config.clone()).with_context(
+            || format!("refusing to serve partition {tenant}: its log cannot be opened"),
+        )?;
+    let note = recovery
+        .truncated()
+        .then(|| format!("partition {tenant}: {recovery}"));
+    if let Some(note) = &note {
+        tracing::warn!("{note}");
+    }
+    Ok((log, note))
+}
+
+/// Loads a partition's data keys, creating them for a partition whose log is empty.
+fn tenant_keys(
+    master: &MasterKey,
+    tenant: TenantId,
+    tenant_dir: &Path,
+    log_dir: &Path,
+) -> anyhow::Result<KeyRing> {
+    if keys::key_file_path(tenant_dir).exists() {
+        return keys::load_tenant_keys(master, tenant, tenant_dir);
+    }
+    let log_is_empty = std::fs::read_dir(log_dir)
+        .with_context(|| format!("cannot list {}", log_dir.display()))?
+        .next()
+        .is_none();
+    if !log_is_empty {
+        bail!(
+            "partition {tenant} has a log but no key file {}: its data cannot be read (restore the file from a backup)",
+            keys::key_file_path(tenant_dir).display()
+        );
+    }
+    keys::create_tenant_keys(master, tenant, tenant_dir)
+}
+
+/// Re-applies the records of `log` from `from` to its end. Returns how many.
+fn replay(
+    kernel: &mut Kernel,
+    rows: &mut kimberlite_projections::ViewWrite<'_>,
+    tenant: TenantId,
+    log: &PartitionLog,
+    from: Position,
+) -> anyhow::Result<u64> {
+    /// Records read from the log per step of the replay.
+    const REPLAY_BATCH_RECORDS: usize = 4_096;
+    let reader = log.reader();
+    let end = log.next_position();
+    assert!(
+        from <= end,
+        "the view store is ahead of the log of partition {tenant}: {from} > {end}"
+    );
+    assert_eq!(
+        kernel.next_position(tenant).max(from),
+        from,
+        "the kernel snapshot is ahead of the applied position of partition {tenant}"
+    );
+    let mut position = from;
+    while position < end {
+        let records = reader
+            .read(position, REPLAY_BATCH_RECORDS)
+            .with_context(|| {
+                format!("cannot read partition {tenant} at position {position} for replay")
+            })?;
+        assert!(
+            !records.is_empty(),
+            "the log reader returned nothing before the end"
+        );
+        for record in &records {
+            assert_eq!(record.header.position, position);
+            kernel.apply_record(tenant, record, rows).with_context(|| {
+                format!("cannot replay partition {tenant} at position {position}")
+            })?;
+            position += 1;
+        }
+    }
+    Ok(end - from)
+}
+
+/// The single writer: owns the kernel and the logs.
+struct Writer {
+    shared: Arc<Shared>,
+    kernel: Kernel,
+    logs: BTreeMap<TenantId, PartitionLog>,
+    master: MasterKey,
+    node_key: Arc<NodeKey>,
+    log_config: LogConfig,
+    batches_since_durable: u32,
+    last_durable: Instant,
+}
+
+impl Writer {
+    fn run(mut self, jobs: &Receiver<WriteJob>) {
+        loop {
+            let first = match jobs.recv_timeout(Duration::from_millis(VIEW_DURABLE_INTERVAL_MS)) {
+                Ok(job) => job,
+                Err(RecvTimeoutError::Timeout) => {
+                    if let Err(error) = self.flush_views_if_due(true) {
+                        self.fail(
+                            &format!("cannot make the view store durable: {error:#}"),
+                            Vec::new(),
+                        );
+                        return;
+                    }
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            let mut batch = vec![first];
+            while batch.len() < BATCH_JOBS_MAX {
+                match jobs.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+            if let Err((error, batch)) = self.run_batch(batch) {
+                self.fail(&error, batch);
+                return;
+            }
+        }
+        self.close();
+    }
+
+    /// Stops taking writes after an I/O failure: the kernel may be ahead of what is
+    /// durable, so only a restart (which recovers from the logs) may write again.
+    fn fail(&self, error: &str, batch: Vec<WriteJob>) {
+        tracing::error!(%error, "the writer stopped; writes are refused until the node restarts");
+        let message =
+            format!("writes are unavailable after a storage failure ({error}); restart the node");
+        *self.shared.failure.lock().expect("failure lock") = Some(message.clone());
+        for job in batch {
+            let _ = job.reply.send(Err(unavailable(message.clone())));
+        }
+    }
+
+    fn close(mut self) {
+        let result = (|| -> anyhow::Result<()> {
+            self.flush_views_if_due(true)?;
+            for (tenant, log) in std::mem::take(&mut self.logs) {
+                log.close()
+                    .with_context(|| format!("cannot close the log of partition {tenant}"))?;
+            }
+            Ok(())
+        })();
+        match result {
+            Ok(()) => tracing::info!("writer stopped cleanly; checkpoints signed"),
+            Err(error) => tracing::error!("{error:#}"),
+        }
+    }
+
+    fn flush_views_if_due(&mut self, force: bool) -> anyhow::Result<()> {
+        if self.batches_since_durable == 0 {
+            return Ok(());
+        }
+        let due = force
+            || self.batches_since_durable >= VIEW_DURABLE_BATCHES_MAX
+            || self.last_durable.elapsed() >= Duration::from_millis(VIEW_DURABLE_INTERVAL_MS);
+        if due {
+            let transaction = self.shared.views.begin()?;
+            transaction.commit(true)?;
+            self.batches_since_durable = 0;
+            self.last_durable = Instant::now();
+        }
+        Ok(())
+    }
+
+    /// One group commit. On a storage error returns it with the jobs not yet answered.
+    fn run_batch(&mut self, batch: Vec<WriteJob>) -> Result<(), (String, Vec<WriteJob>)> {
+        let timestamp_ns = now_ns();
+        // A handle of our own: the transaction borrows it, not `self`.
+        let shared = self.shared.clone();
+        let mut transaction = match shared.views.begin() {
+            Ok(transaction) => transaction,
+            Err(error) => return Err((format!("cannot begin a view transaction: {error}"), batch)),
+        };
+        let mut pending: BTreeMap<TenantId, Vec<NewRecord>> = BTreeMap::new();
+        let mut replies = Vec::with_capacity(batch.len());
+        let mut catalog_changed = false;
+        let mut failure = None;
+        for job in &batch {
+            let mut written = Written {
+                outcomes: Vec::new(),
+                rows_affected: 0,
+                positions: None,
+            };
+            let mut job_error = None;
+            for command in &job.commands {
+                let mut command = command.clone();
+                command.timestamp_ns = timestamp_ns;
+                let effects = match self.kernel.execute(&command, &mut transaction) {
+                    Ok(effects) => effects,
+                    Err(KernelError::Store(error)) => {
+                        failure = Some(format!("the view store failed: {error}"));
+                        break;
+                    }
+                    Err(error) => {
+                        job_error = Some(kernel_error(&error));
+                        break;
+                    }
+                };
+                let mut written_here = 0u64;
+                for (tenant, record) in effects.records {
+                    if tenant == command.tenant {
+                        written_here += 1;
+                    }
+                    pending.entry(tenant).or_default().push(record);
+                }
+                if written_here > 0 {
+                    let last = effects.first_position + written_here - 1;
+                    written.positions = Some(match written.positions {
+                        Some((first, _)) => (first, last),
+                        None => (effects.first_position, last),
+                    });
+                }
+                match &effects.outcome {
+                    Outcome::RowsAffected { count } => written.rows_affected += count,
+                    Outcome::TenantCreated { tenant, .. } => {
+                        catalog_changed = true;
+                        if let Err(error) = self.open_new_tenant(*tenant) {
+                            failure = Some(format!(
+                                "cannot create the log of tenant {tenant}: {error:#}"
+                            ));
+                        }
+                    }
+                    Outcome::TokenCreated { .. }
+                    | Outcome::TableCreated { .. }
+                    | Outcome::TableDropped { .. } => {
+                        catalog_changed = true;
+                    }
+                    Outcome::Appended | Outcome::Skipped { .. } => {}
+                }
+                written.outcomes.push(effects.outcome);
+                if failure.is_some() {
+                    break;
+                }
+            }
+            if failure.is_some() {
+                break;
+            }
+            replies.push(match job_error {
+                Some(error) => Err(error),
+                None => Ok(written),
+            });
+        }
+        if let Some(failure) = failure {
+            return Err((failure, batch));
+        }
+        if let Err(error) = self.make_durable(&pending, &mut transaction) {
+            return Err((error, batch));
+        }
+        if let Err(error) = transaction.set_kernel_snapshot(&self.kernel.snapshot()) {
+            return Err((format!("cannot store the kernel snapshot: {error}"), batch));
+        }
+        self.batches_since_durable += 1;
+        let durable = self.batches_since_durable >= VIEW_DURABLE_BATCHES_MAX
+            || self.last_durable.elapsed() >= Duration::from_millis(VIEW_DURABLE_INTERVAL_MS);
+        if let Err(error) = transaction.commit(durable) {
+            return Err((format!("cannot commit the view store: {error}"), batch));
+        }
+        if durable {
+            self.batches_since_durable = 0;
+            self.last_durable = Instant::now();
+        }
+        if catalog_changed {
+            *self.shared.catalog.write().expect("catalog lock") =
+                Arc::new(self.kernel.catalog().clone());
+        }
+        for (job, reply) in batch.into_iter().zip(replies) {
+            // A client that went away no longer needs its answer; its write stands.
+            let _ = job.reply.send(reply);
+        }
+        Ok(())
+    }
+
+    /// Appends every pending record (one write per partition) and syncs each touched
+    /// partition once: the group commit.
+    fn make_durable(
+        &mut self,
+        pending: &BTreeMap<TenantId, Vec<NewRecord>>,
+        transaction: &mut kimberlite_projections::ViewWrite<'_>,
+    ) -> Result<(), String> {
+        for (tenant, records) in pending {
+            let log = self.logs.get_mut(tenant).unwrap_or_else(|| {
+                panic!("the kernel wrote to partition {tenant}, which has no open log")
+            });
+            let expected = self.kernel.next_position(*tenant) - records.len() as u64;
+            let positions = log
+                .append(records)
+                .map_err(|error| format!("cannot append to partition {tenant}: {error}"))?;
+            assert_eq!(
+                positions.start, expected,
+                "log and kernel disagree on positions of partition {tenant}"
+            );
+        }
+        let touched: BTreeSet<TenantId> = pending.keys().copied().collect();
+        for tenant in touched {
+            let log = self.logs.get_mut(&tenant).expect("opened above");
+            let end = log
+                .sync()
+                .map_err(|error| format!("cannot sync partition {tenant}: {error}"))?;
+            assert_eq!(end, self.kernel.next_position(tenant));
+            transaction
+                .set_applied(tenant, end)
+                .map_err(|error| format!("cannot record the applied position: {error}"))?;
+        }
+        Ok(())
+    }
+
+    fn open_new_tenant(&mut self, tenant: TenantId) -> anyhow::Result<()> {
+        let (log, _) = open_partition(
+            &self.shared.layout,
+            &self.master,
+            &self.node_key,
+            &self.log_config,
+            tenant,
+        )?;
+        assert_eq!(log.next_position(), 0, "a new tenant's log must be empty");
+        self.shared
+            .readers
+            .write()
+            .expect("readers lock")
+            .insert(tenant, log.reader());
+        self.logs.insert(tenant, log);
+        Ok(())
+    }
+}
