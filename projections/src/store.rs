@@ -13,9 +13,15 @@
 //!   is one reverse seek to the last version with `created_at <= p`; of a table, one range
 //!   scan. Nothing is replayed.
 //! - `applied`: tenant → the exclusive end of the positions applied to the store.
+//! - `progress`: `tenant ‖ version` (8 bytes big-endian each) → a Wasm projection
+//!   version's [`ProjectionProgress`] (see [`ProjectionProgress::encode`]): how far the
+//!   runner applied the tenant's log into that version's tables, and its fault. Those
+//!   tables' rows live in `current`/`history` like any other table's.
 //! - `meta`: the kernel snapshot committed with them, and the layout's format.
 //!
-//! Positions are 8 bytes big-endian, so byte order is position order.
+//! Positions are 8 bytes big-endian, so byte order is position order. (`progress` came
+//! after the first stores of format `kimberlite-views-1`; it is created on open, and a
+//! store without it simply has no projection progress yet, so the format is unchanged.)
 //!
 //! ## Exactly once, and crashes
 //!
@@ -27,6 +33,10 @@
 //! from the snapshot and replays each tenant's log from its applied position
 //! (`Kernel::apply_record` into a `ViewWrite`), which brings rows and kernel to where
 //! the log ends. Views are derived, so losing the non-durable tail loses nothing.
+//!
+//! A Wasm projection version's rows and its progress commit in one transaction too
+//! (`ViewWrite::set_progress`), so after a crash its runner resumes at `applied_end`:
+//! no event is applied twice or skipped.
 
 use crate::encoding;
 use kimberlite_kernel::{Position, Row, RowStore, StoreError, TableId, TenantId, Value};
@@ -38,6 +48,7 @@ const CURRENT: TableDefinition<'static, &[u8], &[u8]> = TableDefinition::new("cu
 const HISTORY: TableDefinition<'static, &[u8], &[u8]> = TableDefinition::new("history");
 const APPLIED: TableDefinition<'static, u64, u64> = TableDefinition::new("applied");
 const META: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("meta");
+const PROGRESS: TableDefinition<'static, &[u8], &[u8]> = TableDefinition::new("progress");
 
 const META_FORMAT: &str = "format";
 const META_KERNEL_SNAPSHOT: &str = "kernel_snapshot";
@@ -94,6 +105,142 @@ fn encode_row(row: &[Value]) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(16 * row.len());
     encoding::encode_row(row, &mut bytes);
     bytes
+}
+
+/// `tenant ‖ version`: a projection version's key in `progress`.
+fn progress_key(tenant: TenantId, version: u64) -> [u8; 16] {
+    let mut key = [0; 16];
+    key[..8].copy_from_slice(&tenant.to_be_bytes());
+    key[8..].copy_from_slice(&version.to_be_bytes());
+    key
+}
+
+/// Longest fault message kept in a projection's progress (a guest's `err` string can be
+/// as long as its memory); the runner cuts longer ones at a character boundary.
+pub const PROGRESS_FAULT_MESSAGE_BYTES_MAX: usize = 4 << 10;
+
+/// The encoding of `ProjectionProgress` this build writes (its first byte).
+const PROGRESS_FORMAT: u8 = 1;
+/// Format byte, `applied_end`, `events_applied`, digest, fault flag.
+const PROGRESS_FIXED_BYTES: usize = 1 + 8 + 8 + 32 + 1;
+
+/// How far a Wasm projection version (a deploy, identified by its tenant and the log
+/// position of its deploy record) has applied its tenant's log. Committed with the
+/// rows it describes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProjectionProgress {
+    /// Every position below this one is applied (exclusive end); a faulted version stops
+    /// at its fault position.
+    pub applied_end: Position,
+    /// Event records applied so far (other records are skipped and not counted).
+    pub events_applied: u64,
+    /// The view digest (`wasm::ViewDigest`) after them.
+    pub digest: [u8; 32],
+    /// Where the projection faulted, and why. At most
+    /// `PROGRESS_FAULT_MESSAGE_BYTES_MAX` bytes of message.
+    pub fault: Option<(Position, String)>,
+}
+
+impl ProjectionProgress {
+    /// The progress of a version that has applied nothing.
+    pub const GENESIS: ProjectionProgress = ProjectionProgress {
+        applied_end: 0,
+        events_applied: 0,
+        digest: [0; 32],
+        fault: None,
+    };
+
+    /// The stored bytes, big-endian:
+    ///
+    /// ```text
+    /// format (1 byte, = 1) ‖ applied_end (u64) ‖ events_applied (u64) ‖ digest (32 bytes)
+    /// ‖ fault flag (1 byte: 0 none, 1 faulted)
+    /// [‖ fault position (u64) ‖ message length (u32) ‖ message (UTF-8)]   when faulted
+    /// ```
+    pub fn encode(&self) -> Vec<u8> {
+        let message = self.fault.as_ref().map_or("", |(_, message)| message);
+        assert!(
+            message.len() <= PROGRESS_FAULT_MESSAGE_BYTES_MAX,
+            "fault message of {} bytes, past progress_fault_message_bytes_max = {PROGRESS_FAULT_MESSAGE_BYTES_MAX}",
+            message.len()
+        );
+        let mut bytes = Vec::with_capacity(PROGRESS_FIXED_BYTES + 12 + message.len());
+        bytes.push(PROGRESS_FORMAT);
+        bytes.extend_from_slice(&self.applied_end.to_be_bytes());
+        bytes.extend_from_slice(&self.events_applied.to_be_bytes());
+        bytes.extend_from_slice(&self.digest);
+        match &self.fault {
+            None => bytes.push(0),
+            Some((position, message)) => {
+                bytes.push(1);
+                bytes.extend_from_slice(&position.to_be_bytes());
+                bytes.extend_from_slice(&(message.len() as u32).to_be_bytes());
+                bytes.extend_from_slice(message.as_bytes());
+            }
+        }
+        bytes
+    }
+
+    /// Reads what `encode` wrote; anything else is `StoreError::Corrupt`.
+    pub fn decode(bytes: &[u8]) -> Result<ProjectionProgress, StoreError> {
+        let corrupt =
+            |what: &str| StoreError::Corrupt(format!("projection progress record: {what}"));
+        let (fixed, rest) = bytes
+            .split_at_checked(PROGRESS_FIXED_BYTES)
+            .ok_or_else(|| corrupt(&format!("{} bytes is too short", bytes.len())))?;
+        if fixed[0] != PROGRESS_FORMAT {
+            return Err(corrupt(&format!(
+                "format {}; this build reads format {PROGRESS_FORMAT}",
+                fixed[0]
+            )));
+        }
+        let u64_at =
+            |at: usize| u64::from_be_bytes(fixed[at..at + 8].try_into().expect("eight bytes"));
+        let applied_end = u64_at(1);
+        let events_applied = u64_at(9);
+        let digest: [u8; 32] = fixed[17..49].try_into().expect("32 bytes");
+        let fault = match fixed[49] {
+            0 if rest.is_empty() => None,
+            0 => return Err(corrupt("bytes after an unfaulted record")),
+            1 => {
+                let (position, rest) = rest
+                    .split_first_chunk::<8>()
+                    .ok_or_else(|| corrupt("fault position cut short"))?;
+                let (length, message) = rest
+                    .split_first_chunk::<4>()
+                    .ok_or_else(|| corrupt("fault message length cut short"))?;
+                let length = u32::from_be_bytes(*length) as usize;
+                if length > PROGRESS_FAULT_MESSAGE_BYTES_MAX || length != message.len() {
+                    return Err(corrupt(&format!(
+                        "fault message of {length} bytes in {} bytes",
+                        message.len()
+                    )));
+                }
+                let message = std::str::from_utf8(message)
+                    .map_err(|_| corrupt("fault message is not UTF-8"))?;
+                Some((u64::from_be_bytes(*position), message.to_owned()))
+            }
+            flag => return Err(corrupt(&format!("fault flag {flag}"))),
+        };
+        if let Some((position, _)) = &fault
+            && *position != applied_end
+        {
+            return Err(corrupt(&format!(
+                "faulted at {position} but applied to {applied_end}; a faulted version stops at its fault"
+            )));
+        }
+        if events_applied > applied_end {
+            return Err(corrupt(&format!(
+                "{events_applied} events applied below position {applied_end}"
+            )));
+        }
+        Ok(ProjectionProgress {
+            applied_end,
+            events_applied,
+            digest,
+            fault,
+        })
+    }
 }
 
 /// Each tenant's applied position (exclusive end), and the kernel snapshot committed with them.
@@ -161,6 +308,7 @@ impl ViewStore {
             txn.open_table(CURRENT).map_err(backend)?;
             txn.open_table(HISTORY).map_err(backend)?;
             txn.open_table(APPLIED).map_err(backend)?;
+            txn.open_table(PROGRESS).map_err(backend)?;
         }
         txn.commit().map_err(backend)?;
         Ok(ViewStore { db })
@@ -202,10 +350,12 @@ impl ViewStore {
                     .map_err(backend)
             })
             .collect::<Result<BTreeMap<TenantId, Position>, StoreError>>()?;
+        let progress = txn.open_table(PROGRESS).map_err(backend)?;
         Ok(ViewRead {
             current,
             history,
             applied,
+            progress,
         })
     }
 
@@ -269,6 +419,62 @@ impl ViewWrite<'_> {
         );
         applied.insert(tenant, end).map_err(backend)?;
         Ok(())
+    }
+
+    /// Records a projection version's progress, in this transaction: it commits with the
+    /// rows written alongside, or not at all.
+    pub fn set_progress(
+        &mut self,
+        tenant: TenantId,
+        version: u64,
+        progress: &ProjectionProgress,
+    ) -> Result<(), StoreError> {
+        let bytes = progress.encode();
+        // Paired with the check on read: what is written must read back.
+        assert_eq!(
+            ProjectionProgress::decode(&bytes).as_ref(),
+            Ok(progress),
+            "progress encoding does not round-trip"
+        );
+        let mut table = self.txn.open_table(PROGRESS).map_err(backend)?;
+        table
+            .insert(progress_key(tenant, version).as_slice(), bytes.as_slice())
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    /// A projection version's progress as this transaction sees it (what the last commit
+    /// left, or what `set_progress` set in this transaction).
+    pub fn progress(
+        &self,
+        tenant: TenantId,
+        version: u64,
+    ) -> Result<Option<ProjectionProgress>, StoreError> {
+        let table = self.txn.open_table(PROGRESS).map_err(backend)?;
+        let value = table
+            .get(progress_key(tenant, version).as_slice())
+            .map_err(backend)?;
+        value
+            .map(|value| ProjectionProgress::decode(value.value()))
+            .transpose()
+    }
+
+    /// Ends the current version of `key` at `position` if there is one; `false` (and no
+    /// change) if there is none. For Wasm views, where removing an absent row is a no-op
+    /// by contract; SQL tables use `RowStore::remove`, for which it is an error.
+    pub fn remove_if_present(
+        &mut self,
+        tenant: TenantId,
+        table: TableId,
+        key: &[Value],
+        position: Position,
+    ) -> Result<bool, StoreError> {
+        let row_key = row_key(tenant, table, key);
+        if !self.end_live(&row_key, position)? {
+            return Ok(false);
+        }
+        self.current.insert(row_key, None);
+        Ok(true)
     }
 
     /// Stores the kernel snapshot that matches the applied positions, in this transaction.
@@ -434,15 +640,13 @@ impl RowStore for ViewWrite<'_> {
         key: &[Value],
         position: Position,
     ) -> Result<(), StoreError> {
-        let row_key = row_key(tenant, table, key);
-        if !self.end_live(&row_key, position)? {
+        if !self.remove_if_present(tenant, table, key, position)? {
             return Err(StoreError::MissingRow {
                 tenant,
                 table,
                 key: format!("{key:?}"),
             });
         }
-        self.current.insert(row_key, None);
         Ok(())
     }
 }
@@ -452,6 +656,7 @@ pub struct ViewRead {
     current: ReadOnlyTable<&'static [u8], &'static [u8]>,
     history: ReadOnlyTable<&'static [u8], &'static [u8]>,
     applied: BTreeMap<TenantId, Position>,
+    progress: ReadOnlyTable<&'static [u8], &'static [u8]>,
 }
 
 impl std::fmt::Debug for ViewRead {
@@ -466,6 +671,21 @@ impl ViewRead {
     /// The exclusive end of `tenant`'s positions applied in this snapshot (0: none).
     pub fn applied(&self, tenant: TenantId) -> Position {
         self.applied.get(&tenant).copied().unwrap_or(0)
+    }
+
+    /// A Wasm projection version's progress in this snapshot (`None`: never stepped).
+    pub fn progress(
+        &self,
+        tenant: TenantId,
+        version: u64,
+    ) -> Result<Option<ProjectionProgress>, StoreError> {
+        let value = self
+            .progress
+            .get(progress_key(tenant, version).as_slice())
+            .map_err(backend)?;
+        value
+            .map(|value| ProjectionProgress::decode(value.value()))
+            .transpose()
     }
 
     /// The row with this key now (`at = None`) or in the state after the positions
@@ -548,5 +768,93 @@ impl ViewRead {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn projection_progress_round_trips_and_refuses_damage() {
+        let faulted = ProjectionProgress {
+            applied_end: 1_500,
+            events_applied: 1_200,
+            digest: [7; 32],
+            fault: Some((1_500, "the module trapped: wasm `unreachable` ✗".into())),
+        };
+        for progress in [ProjectionProgress::GENESIS, faulted.clone()] {
+            assert_eq!(ProjectionProgress::decode(&progress.encode()), Ok(progress));
+        }
+        assert_eq!(
+            ProjectionProgress::GENESIS.encode().len(),
+            PROGRESS_FIXED_BYTES
+        );
+
+        let bytes = faulted.encode();
+        let corrupt = |bytes: &[u8]| match ProjectionProgress::decode(bytes) {
+            Err(StoreError::Corrupt(message)) => message,
+            other => panic!("expected corruption, got {other:?}"),
+        };
+        assert_eq!(
+            corrupt(&bytes[..bytes.len() - 1]),
+            "projection progress record: fault message of 42 bytes in 41 bytes"
+        );
+        assert_eq!(
+            corrupt(&bytes[..10]),
+            "projection progress record: 10 bytes is too short"
+        );
+        let mut other_format = bytes.clone();
+        other_format[0] = 2;
+        assert_eq!(
+            corrupt(&other_format),
+            "projection progress record: format 2; this build reads format 1"
+        );
+        let mut moved = faulted.clone();
+        moved.applied_end = 1_600;
+        assert_eq!(
+            corrupt(&moved.encode()),
+            "projection progress record: faulted at 1500 but applied to 1600; a faulted version stops at its fault"
+        );
+    }
+
+    #[test]
+    fn progress_commits_with_the_rows_or_not_at_all() {
+        let store = ViewStore::with_backend(redb::backends::InMemoryBackend::new()).unwrap();
+        let progress = ProjectionProgress {
+            applied_end: 3,
+            events_applied: 2,
+            digest: [1; 32],
+            fault: None,
+        };
+        let row = |n: i64| vec![Value::Integer(n), Value::Text("x".into())];
+        // Dropped uncommitted: neither row nor progress.
+        let mut write = store.begin().unwrap();
+        write.upsert(1, 9, &row(1)[..1], row(1), 2).unwrap();
+        write.set_progress(1, 9, &progress).unwrap();
+        assert_eq!(write.progress(1, 9).unwrap(), Some(progress.clone()));
+        drop(write);
+        let read = store.read().unwrap();
+        assert_eq!(read.progress(1, 9).unwrap(), None);
+        assert_eq!(read.get(1, 9, &row(1)[..1], None).unwrap(), None);
+        drop(read);
+
+        let mut write = store.begin().unwrap();
+        write.upsert(1, 9, &row(1)[..1], row(1), 2).unwrap();
+        // Removing an absent row is a no-op on this path, an error on the SQL one.
+        assert!(!write.remove_if_present(1, 9, &row(2)[..1], 2).unwrap());
+        assert!(matches!(
+            write.remove(1, 9, &row(2)[..1], 2),
+            Err(StoreError::MissingRow { .. })
+        ));
+        write.set_progress(1, 9, &progress).unwrap();
+        write.commit(false).unwrap();
+        let read = store.read().unwrap();
+        assert_eq!(read.progress(1, 9).unwrap(), Some(progress));
+        // Another tenant, another version: separate keys.
+        assert_eq!(read.progress(2, 9).unwrap(), None);
+        assert_eq!(read.progress(1, 10).unwrap(), None);
+        assert_eq!(read.get(1, 9, &row(1)[..1], None).unwrap(), Some(row(1)));
+        assert_eq!(read.get(1, 9, &row(2)[..1], None).unwrap(), None);
     }
 }

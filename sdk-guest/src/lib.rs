@@ -125,8 +125,10 @@ macro_rules! export {
 
                 fn apply(
                     events: ::std::vec::Vec<$crate::Event>,
-                ) -> ::std::result::Result<::std::vec::Vec<$crate::Change>, ::std::string::String>
-                {
+                ) -> ::std::result::Result<
+                    ::std::vec::Vec<::std::vec::Vec<$crate::Change>>,
+                    ::std::string::String,
+                > {
                     $crate::__private::apply::<$ty>(events)
                 }
             }

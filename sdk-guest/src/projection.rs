@@ -11,7 +11,8 @@ use std::hash::{BuildHasherDefault, Hasher};
 /// The host calls [`Projection::apply`] once per event, in log order, in batches; one
 /// batch runs in a fresh instance, so nothing but the rows in the view carries over from
 /// one batch to the next. Keep all state in rows — that is what makes a replay, or a
-/// replica, derive the same view.
+/// replica, derive the same view. The changes of each event are stored at that event's
+/// log position, so a view read `AS OF POSITION p` shows exactly the events up to `p`.
 pub trait Projection: Sized {
     /// The tables this projection maintains (same answer every time).
     fn describe() -> Vec<Table>;
@@ -59,8 +60,8 @@ impl Config {
 /// The projection's tables as the batch has changed them so far.
 ///
 /// Reads see the host's rows as of the batch start, overlaid with this batch's own
-/// changes, so a projection reads its own writes within a batch as it would across
-/// batches.
+/// changes (of this event and of the batch's earlier events), so a projection reads its
+/// own writes within a batch as it would across batches.
 #[derive(Debug)]
 pub struct View {
     /// Table name → positions of its key columns in a row.
@@ -69,7 +70,10 @@ pub struct View {
     /// last in this batch (None: removed). An index, not a copy of the row, so a write
     /// costs no extra allocation.
     pending: BTreeMap<String, PendingRows>,
+    /// The batch's changes, flat, in order; `event_ends` cuts them into events.
     changes: Vec<Change>,
+    /// For each event applied so far, the end (exclusive) of its changes in `changes`.
+    event_ends: Vec<usize>,
 }
 
 impl View {
@@ -95,7 +99,27 @@ impl View {
             keys,
             pending,
             changes: Vec::new(),
+            event_ends: Vec::new(),
         }
+    }
+
+    /// Closes the current event: the changes made since the previous call are its own.
+    fn end_event(&mut self) {
+        self.event_ends.push(self.changes.len());
+    }
+
+    /// The batch's changes cut into one list per event, in event order.
+    fn into_event_changes(self) -> Vec<Vec<Change>> {
+        let mut lists = Vec::with_capacity(self.event_ends.len());
+        let mut changes = self.changes.into_iter();
+        let mut start = 0;
+        for end in self.event_ends {
+            // An empty `Vec` does not allocate, so events that change nothing cost nothing.
+            lists.push(changes.by_ref().take(end - start).collect());
+            start = end;
+        }
+        debug_assert!(changes.next().is_none(), "every change belongs to an event");
+        lists
     }
 
     /// The current row of `table` with primary key `key` (key values in key order).
@@ -142,7 +166,7 @@ impl View {
         }));
     }
 
-    /// How many changes this batch has made so far.
+    /// How many changes this batch has made so far (all its events so far).
     pub fn changes_len(&self) -> usize {
         self.changes.len()
     }
@@ -190,12 +214,130 @@ pub fn describe<P: Projection>() -> Vec<Table> {
     P::describe()
 }
 
-pub fn apply<P: Projection>(events: Vec<Event>) -> Result<Vec<Change>, String> {
+/// The `apply` export: one list of changes per event, in event order.
+pub fn apply<P: Projection>(events: Vec<Event>) -> Result<Vec<Vec<Change>>, String> {
     let config = Config::load();
-    let mut projection = P::new(&config)?;
-    let mut view = View::new(&P::describe());
-    for event in &events {
+    let projection = P::new(&config)?;
+    apply_batch(projection, &P::describe(), &events)
+}
+
+/// Runs `projection` over `events` with one view for the whole batch (so later events
+/// read the earlier events' writes) and cuts its changes per event.
+fn apply_batch<P: Projection>(
+    mut projection: P,
+    tables: &[Table],
+    events: &[Event],
+) -> Result<Vec<Vec<Change>>, String> {
+    let mut view = View::new(tables);
+    for event in events {
         projection.apply(&mut view, event)?;
+        view.end_event();
     }
-    Ok(view.changes)
+    Ok(view.into_event_changes())
+}
+
+#[cfg(test)]
+mod tests {
+    //! Natively, without a host: every read below hits the batch's own writes, so the
+    //! `view.get` import (a stub off wasm32) is never called.
+
+    use super::*;
+    use crate::{ColumnType, RowRemoval, RowUpsert};
+
+    /// `Open` starts a counter at 0, `Add` reads it (written by an earlier event of the
+    /// batch) and adds 1, `Close` removes it, anything else changes nothing.
+    struct Counters;
+
+    impl Projection for Counters {
+        fn describe() -> Vec<Table> {
+            vec![
+                Table::new("counters")
+                    .column("name", ColumnType::Text)
+                    .column("count", ColumnType::Bigint)
+                    .primary_key(&["name"]),
+            ]
+        }
+
+        fn new(_config: &Config) -> Result<Self, String> {
+            Ok(Counters)
+        }
+
+        fn apply(&mut self, view: &mut View, event: &Event) -> Result<(), String> {
+            let name = Value::from(event.stream.as_str());
+            match event.event_type.as_str() {
+                "Open" => view.upsert("counters", vec![name, 0.into()]),
+                "Add" => {
+                    let count = view
+                        .get("counters", std::slice::from_ref(&name))
+                        .and_then(|row| row[1].as_integer())
+                        .ok_or_else(|| format!("no counter `{}`", event.stream))?;
+                    view.upsert("counters", vec![name, (count + 1).into()]);
+                }
+                "Close" => view.remove("counters", vec![name]),
+                _ => {}
+            }
+            Ok(())
+        }
+    }
+
+    fn event(position: u64, stream: &str, event_type: &str) -> Event {
+        Event {
+            position,
+            timestamp_ns: position,
+            stream: stream.into(),
+            event_type: event_type.into(),
+            payload: Vec::new(),
+            principal: "test".into(),
+            reason: None,
+        }
+    }
+
+    fn upsert(name: &str, count: i64) -> Change {
+        Change::Upsert(RowUpsert {
+            table: "counters".into(),
+            row: vec![name.into(), count.into()],
+        })
+    }
+
+    fn run(events: &[Event]) -> Result<Vec<Vec<Change>>, String> {
+        apply_batch(Counters, &Counters::describe(), events)
+    }
+
+    #[test]
+    fn changes_come_back_one_list_per_event_and_reads_see_earlier_events() {
+        let events = [
+            event(10, "a", "Open"),
+            event(11, "a", "Add"),
+            event(12, "b", "Ignored"),
+            event(13, "a", "Add"),
+            event(14, "a", "Close"),
+            event(15, "b", "Open"),
+        ];
+        let lists = run(&events).expect("no error");
+        let removal = Change::Remove(RowRemoval {
+            table: "counters".into(),
+            key: vec!["a".into()],
+        });
+        let expected = vec![
+            vec![upsert("a", 0)],
+            vec![upsert("a", 1)],
+            vec![],
+            vec![upsert("a", 2)],
+            vec![removal],
+            vec![upsert("b", 0)],
+        ];
+        assert_eq!(format!("{lists:?}"), format!("{expected:?}"));
+        assert!(run(&[]).expect("empty batch").is_empty());
+    }
+
+    #[test]
+    fn an_error_fails_the_whole_batch() {
+        // After `Close`, the overlay answers "no row" without asking the host.
+        let events = [
+            event(1, "a", "Open"),
+            event(2, "a", "Close"),
+            event(3, "a", "Add"),
+        ];
+        assert_eq!(run(&events).unwrap_err(), "no counter `a`");
+    }
 }

@@ -1,41 +1,63 @@
-//! The view digest: a BLAKE3 chain over the changes a projection applied, batch by
-//! batch. Replicas compare digests at checkpoints; any nondeterminism shows up as a
-//! differing digest at the first batch where it changed a row.
+//! The view digest: a BLAKE3 chain over the changes a projection applied, event by
+//! event. Replicas compare digests at checkpoints; any nondeterminism shows up as a
+//! differing digest at the first event where it changed a row.
 //!
-//! `digest_after = BLAKE3(digest_before ‖ canonical encoding of the batch's changes)`,
-//! starting from 32 zero bytes. The chain is per batch, so replicas compare it at equal
-//! batch boundaries (the runner cuts batches at deterministic positions); to compare
-//! views regardless of batching, use `MemoryView::state_digest` or the view store's own
-//! content digest.
+//! For each event that changed something, in log order:
+//! `digest_after = BLAKE3(digest_before ‖ position ‖ change count ‖ canonical changes)`
+//! (position and count u64 little-endian), starting from 32 zero bytes. The chain is per
+//! event, not per batch: how a runner cut the log into batches (which depends on how far
+//! the log was when it ran, so differs between replicas and across a restart) never
+//! shows, while the same changes at another position do. Events that changed nothing
+//! leave the digest as it was.
 
-use super::Change;
+use super::{Change, EventChanges};
+use kimberlite_kernel::Position;
 use kimberlite_kernel::Value;
 use std::fmt;
+
+/// Encoded changes hashed at once (then the buffer is reused).
+const DIGEST_CHUNK_BYTES: usize = 64 << 10;
 
 /// A view digest (BLAKE3, 32 bytes).
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ViewDigest(pub [u8; 32]);
 
 impl ViewDigest {
-    /// The digest of a view no batch has touched yet.
+    /// The digest of a view no event has changed yet.
     pub const GENESIS: ViewDigest = ViewDigest([0; 32]);
 
-    /// The digest after applying one batch of `changes` (possibly empty: a batch that
-    /// changed nothing still advances the chain, so the chain counts batches).
-    pub fn chain(&self, changes: &[Change]) -> ViewDigest {
+    /// The digest after applying `events` (what `ProjectionModule::apply` returned for a
+    /// batch) in order. Chaining two slices one after the other equals chaining both at
+    /// once.
+    pub fn chain(&self, events: &[EventChanges]) -> ViewDigest {
+        let mut buffer = Vec::with_capacity(256);
+        events.iter().fold(*self, |digest, event| {
+            digest.chain_event(event.position, &event.changes, &mut buffer)
+        })
+    }
+
+    /// One link: the changes of the event at `position`. `buffer` is scratch space,
+    /// reused across events so the per-event path does not allocate.
+    fn chain_event(
+        &self,
+        position: Position,
+        changes: &[Change],
+        buffer: &mut Vec<u8>,
+    ) -> ViewDigest {
         let mut hasher = blake3::Hasher::new();
         hasher.update(&self.0);
-        let mut buffer = Vec::with_capacity(256);
+        buffer.clear();
+        buffer.extend_from_slice(&position.to_le_bytes());
         buffer.extend_from_slice(&(changes.len() as u64).to_le_bytes());
         for change in changes {
-            encode_change(change, &mut buffer);
-            // Hash in chunks so a big batch never needs one big buffer.
-            if buffer.len() >= 64 << 10 {
-                hasher.update(&buffer);
+            encode_change(change, buffer);
+            // Hash in chunks so a big event never needs one big buffer.
+            if buffer.len() >= DIGEST_CHUNK_BYTES {
+                hasher.update(buffer);
                 buffer.clear();
             }
         }
-        hasher.update(&buffer);
+        hasher.update(buffer);
         ViewDigest(*hasher.finalize().as_bytes())
     }
 
@@ -132,24 +154,45 @@ mod tests {
         }
     }
 
+    fn at(position: Position, changes: &[Change]) -> EventChanges {
+        EventChanges {
+            position,
+            changes: changes.to_vec(),
+        }
+    }
+
     #[test]
-    fn chain_depends_on_every_change_and_on_order() {
+    fn chain_depends_on_every_change_on_order_and_on_positions() {
         let a = upsert("t", vec![Value::Text("a".into()), Value::Integer(1)]);
         let b = upsert("t", vec![Value::Text("b".into()), Value::Integer(1)]);
-        let ab = ViewDigest::GENESIS.chain(&[a.clone(), b.clone()]);
-        let ba = ViewDigest::GENESIS.chain(&[b.clone(), a.clone()]);
-        assert_ne!(ab, ba);
-        assert_eq!(ab, ViewDigest::GENESIS.chain(&[a.clone(), b.clone()]));
-        assert_ne!(ab, ViewDigest::GENESIS.chain(std::slice::from_ref(&a)));
-        // An empty batch still advances the chain.
-        assert_ne!(ViewDigest::GENESIS.chain(&[]), ViewDigest::GENESIS);
+        let chain = |events: &[EventChanges]| ViewDigest::GENESIS.chain(events);
+        let ab = chain(&[at(1, &[a.clone(), b.clone()])]);
+        assert_ne!(ab, chain(&[at(1, &[b.clone(), a.clone()])]));
+        assert_eq!(ab, chain(&[at(1, &[a.clone(), b.clone()])]));
+        assert_ne!(ab, chain(&[at(1, std::slice::from_ref(&a))]));
+        // The same changes at other positions, or cut into events differently.
+        assert_ne!(ab, chain(&[at(2, &[a.clone(), b.clone()])]));
+        let split = [
+            at(1, std::slice::from_ref(&a)),
+            at(2, std::slice::from_ref(&b)),
+        ];
+        assert_ne!(ab, chain(&split));
+        let moved = [
+            at(1, std::slice::from_ref(&a)),
+            at(3, std::slice::from_ref(&b)),
+        ];
+        assert_ne!(chain(&split), chain(&moved));
+        // Batching does not show: chaining in two calls equals chaining at once.
+        assert_eq!(chain(&split[..1]).chain(&split[1..]), chain(&split));
+        // Nothing applied, nothing chained.
+        assert_eq!(chain(&[]), ViewDigest::GENESIS);
         let removal = Change::Remove {
             table: "t".into(),
             key: vec![Value::Text("a".into())],
         };
         assert_ne!(
-            ViewDigest::GENESIS.chain(&[removal]),
-            ViewDigest::GENESIS.chain(&[upsert("t", vec![Value::Text("a".into())])])
+            chain(&[at(1, &[removal])]),
+            chain(&[at(1, &[upsert("t", vec![Value::Text("a".into())])])])
         );
     }
 

@@ -3,7 +3,7 @@
 //! view store.
 
 use super::digest::{encode_values, key_bytes};
-use super::{Change, ViewLookup, ViewTable};
+use super::{Change, EventChanges, ViewLookup, ViewTable};
 use kimberlite_kernel::{Row, Value};
 use std::collections::BTreeMap;
 use std::sync::{Arc, PoisonError, RwLock};
@@ -25,6 +25,14 @@ impl MemoryView {
         MemoryView {
             tables: tables.into(),
             rows: Arc::default(),
+        }
+    }
+
+    /// Applies what `ProjectionModule::apply` returned, event by event. (A memory view
+    /// keeps only the current rows, so positions do not matter here.)
+    pub fn apply_events(&self, events: &[EventChanges]) {
+        for event in events {
+            self.apply(&event.changes);
         }
     }
 

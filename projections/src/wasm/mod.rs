@@ -11,9 +11,11 @@
 //!   bounds ([`Limits`]). NaNs are canonical and relaxed SIMD deterministic, and
 //!   projections never see time: the same log gives the same rows, or the same
 //!   [`Fault`] at the same position, on every replica.
-//! - [`ProjectionModule::apply`] — a batch of events → checked [`Change`]s.
+//! - [`ProjectionModule::apply`] — a batch of events → each event's checked
+//!   [`Change`]s, with its log position ([`EventChanges`]).
 //! - [`PolicyModule::mask`] — result rows → masked rows, failing closed.
-//! - [`ViewDigest`] — the BLAKE3 chain over applied changes that replicas compare.
+//! - [`ViewDigest`] — the BLAKE3 chain over applied changes, event by event, that
+//!   replicas compare.
 //!
 //! **Architecture invariant:** only this module (in the whole workspace) knows wasmtime.
 //! Values cross the boundary as `kimberlite_kernel::Value`.
@@ -37,7 +39,7 @@ pub use limits::*;
 pub use memory_view::MemoryView;
 pub use policy::{PolicyError, PolicyErrorKind, PolicyModule};
 pub use projection::{
-    ApplyError, Change, Fault, FaultKind, ProjectionModule, ViewLookup, ViewTable,
+    ApplyError, Change, EventChanges, Fault, FaultKind, ProjectionModule, ViewLookup, ViewTable,
     event_from_record,
 };
 

@@ -6,6 +6,7 @@ use super::bindings::projection::{Projection, ProjectionPre};
 use super::convert::{column_type_from_wit, type_name, value_from_wit, wit_value_type};
 use super::digest::{encode_values, key_bytes};
 use super::engine::{Engine, HostState, HostStop, ViewAccess, World, check_key};
+use super::limits::Limits;
 use super::{DeployError, Event, ModuleId};
 use kimberlite_kernel::{Column, Position, Row, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -54,6 +55,16 @@ impl Change {
             Change::Upsert { table, .. } | Change::Remove { table, .. } => table,
         }
     }
+}
+
+/// The changes one event made, to be stored at its log position: a view read
+/// `AS OF POSITION p` shows the changes of exactly the events at positions `<= p`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EventChanges {
+    /// Log position of the event.
+    pub position: Position,
+    /// Never empty: events that changed nothing are left out. In the order they apply.
+    pub changes: Vec<Change>,
 }
 
 /// Reads a projection's current rows: the view store, including changes of earlier
@@ -168,7 +179,10 @@ pub enum ApplyError {
     /// The projection is faulted at `fault.position`; changes of the events before it
     /// are in `applied` (apply them, then record the fault).
     #[error("{fault}")]
-    Faulted { fault: Fault, applied: Vec<Change> },
+    Faulted {
+        fault: Fault,
+        applied: Vec<EventChanges>,
+    },
     /// The view store failed during a read: not the projection's fault, retry later.
     #[error("reading the view failed: {0}")]
     View(String),
@@ -261,8 +275,18 @@ impl ProjectionModule {
         self.inner.tables.iter().find(|table| table.name == name)
     }
 
-    /// Applies `events` (in log order, at most `batch_events_max`) and returns the
-    /// changes to apply, in order, to the view that `view` reads.
+    /// The limits of the engine that runs this module (`batch_events_max` cuts batches).
+    pub fn limits(&self) -> &Limits {
+        self.inner.engine.limits()
+    }
+
+    /// Applies `events` (in log order, at most `batch_events_max`) and returns, for each
+    /// event that changed something, its changes in order, to apply to the view that
+    /// `view` reads at the event's position.
+    ///
+    /// The guest returns one list per event; a result with another number of lists is
+    /// `BadOutput`, and each list is held to the per-event bounds
+    /// (`changes_per_event_max`) on its own.
     ///
     /// Reference semantics are one event per call: each event gets the full budget
     /// (fuel, memory, changes, view reads) in a fresh instance. A batch is an
@@ -275,7 +299,7 @@ impl ProjectionModule {
         &self,
         events: &[Event],
         view: &Arc<dyn ViewLookup>,
-    ) -> Result<Vec<Change>, ApplyError> {
+    ) -> Result<Vec<EventChanges>, ApplyError> {
         let limits = self.inner.engine.limits();
         assert!(
             events.len() <= limits.batch_events_max,
@@ -310,7 +334,7 @@ impl ProjectionModule {
         &self,
         events: &[Event],
         view: &Arc<dyn ViewLookup>,
-    ) -> Result<Vec<Change>, ApplyError> {
+    ) -> Result<Vec<EventChanges>, ApplyError> {
         let overlay = Arc::new(Overlay {
             base: view.clone(),
             tables: self.inner.tables.clone(),
@@ -321,7 +345,9 @@ impl ProjectionModule {
         for event in events {
             match self.call(std::slice::from_ref(event), overlay_view.clone()) {
                 Ok(changes) => {
-                    overlay.record(&changes);
+                    for event in &changes {
+                        overlay.record(&event.changes);
+                    }
                     applied.extend(changes);
                 }
                 Err(CallError::View(message)) => return Err(ApplyError::View(message)),
@@ -340,7 +366,11 @@ impl ProjectionModule {
     }
 
     /// One guest call in a fresh instance.
-    fn call(&self, events: &[Event], view: Arc<dyn ViewLookup>) -> Result<Vec<Change>, CallError> {
+    fn call(
+        &self,
+        events: &[Event],
+        view: Arc<dyn ViewLookup>,
+    ) -> Result<Vec<EventChanges>, CallError> {
         let engine = &self.inner.engine;
         let limits = engine.limits();
         let access = ViewAccess {
@@ -360,8 +390,8 @@ impl ProjectionModule {
         if let Some(message) = store.data_mut().take_view_error() {
             return Err(CallError::View(message));
         }
-        let changes = match result {
-            Ok(Ok(changes)) => changes,
+        let lists = match result {
+            Ok(Ok(lists)) => lists,
             Ok(Err(message)) => return Err(CallError::Fault(FaultKind::Rejected { message })),
             Err(error) => {
                 return Err(CallError::Fault(fault_of(
@@ -370,25 +400,61 @@ impl ProjectionModule {
                 )));
             }
         };
-        if changes.len() > limits.changes_per_event_max {
-            return Err(CallError::Fault(FaultKind::TooManyChanges {
-                changes: changes.len(),
-                changes_per_event_max: limits.changes_per_event_max,
-            }));
-        }
-        let mut checked = Vec::with_capacity(changes.len());
-        for (index, change) in changes.into_iter().enumerate() {
-            let change = check_change(&self.inner.tables, change, limits.row_bytes_max).map_err(
-                |message| {
-                    CallError::Fault(FaultKind::BadOutput {
-                        message: format!("change {index}: {message}"),
-                    })
-                },
-            )?;
-            checked.push(change);
-        }
-        Ok(checked)
+        check_output(&self.inner.tables, limits, events, lists).map_err(CallError::Fault)
     }
+}
+
+/// The guest's answer for `events`, checked and converted: one list per event, each
+/// within the per-event bounds and the schema. Events without changes are dropped.
+fn check_output(
+    tables: &[ViewTable],
+    limits: &Limits,
+    events: &[Event],
+    lists: Vec<Vec<wit::Change>>,
+) -> Result<Vec<EventChanges>, FaultKind> {
+    if lists.len() != events.len() {
+        return Err(FaultKind::BadOutput {
+            message: format!(
+                "apply returned {} change lists for {} events; the contract is one list per event, in event order",
+                lists.len(),
+                events.len()
+            ),
+        });
+    }
+    // Bounds first, for every event, before converting anything: a flood is refused
+    // without copying it.
+    if let Some(list) = lists
+        .iter()
+        .find(|list| list.len() > limits.changes_per_event_max)
+    {
+        return Err(FaultKind::TooManyChanges {
+            changes: list.len(),
+            changes_per_event_max: limits.changes_per_event_max,
+        });
+    }
+    let mut checked = Vec::with_capacity(events.len());
+    for (event, list) in events.iter().zip(lists) {
+        if list.is_empty() {
+            continue;
+        }
+        let mut changes = Vec::with_capacity(list.len());
+        for (index, change) in list.into_iter().enumerate() {
+            let change = check_change(tables, change, limits.row_bytes_max).map_err(|message| {
+                FaultKind::BadOutput {
+                    message: format!(
+                        "change {index} of the event at position {}: {message}",
+                        event.position
+                    ),
+                }
+            })?;
+            changes.push(change);
+        }
+        checked.push(EventChanges {
+            position: event.position,
+            changes,
+        });
+    }
+    Ok(checked)
 }
 
 enum CallError {
@@ -802,6 +868,75 @@ mod tests {
                 "{description}"
             );
         }
+    }
+
+    fn event(position: Position) -> Event {
+        Event {
+            position,
+            timestamp_ns: 0,
+            stream: "s".into(),
+            event_type: "E".into(),
+            payload: Vec::new(),
+            principal: "p".into(),
+            reason: None,
+        }
+    }
+
+    #[test]
+    fn guest_output_has_one_list_per_event_each_within_the_per_event_bounds() {
+        let tables = balances();
+        let limits = Limits {
+            changes_per_event_max: 2,
+            ..Limits::default()
+        };
+        let events = [event(3), event(5), event(9)];
+        let row = |account: &str| vec![text(account), wit::Value::Integer(1), wit::Value::Null];
+        let check = |lists: Vec<Vec<wit::Change>>| check_output(&tables, &limits, &events, lists);
+
+        // Two changes at 3, none at 5 (left out), one at 9: three in the batch, past the
+        // per-event bound of two, which holds per event.
+        let checked = check(vec![
+            vec![upsert("balances", row("a")), upsert("balances", row("b"))],
+            vec![],
+            vec![remove("balances", vec![text("a")])],
+        ])
+        .expect("valid output");
+        let shape: Vec<_> = checked
+            .iter()
+            .map(|event| (event.position, event.changes.len()))
+            .collect();
+        assert_eq!(shape, vec![(3, 2), (9, 1)]);
+
+        let bad = |message: &str| {
+            Err(FaultKind::BadOutput {
+                message: message.into(),
+            })
+        };
+        assert_eq!(
+            check(vec![vec![], vec![]]),
+            bad(
+                "apply returned 2 change lists for 3 events; the contract is one list per event, in event order"
+            )
+        );
+        assert_eq!(
+            check(vec![vec![]; 4]),
+            bad(
+                "apply returned 4 change lists for 3 events; the contract is one list per event, in event order"
+            )
+        );
+        assert_eq!(
+            check(vec![vec![], vec![upsert("balances", row("a")); 3], vec![]]),
+            Err(FaultKind::TooManyChanges {
+                changes: 3,
+                changes_per_event_max: 2
+            })
+        );
+        assert_eq!(
+            check(vec![vec![], vec![], vec![upsert("ledger", row("a"))]]),
+            bad(
+                "change 0 of the event at position 9: unknown table `ledger`; this projection's tables are `balances`"
+            )
+        );
     }
 
     #[test]

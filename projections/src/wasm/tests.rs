@@ -62,11 +62,17 @@ fn run(
     for chunk in events.chunks(batch) {
         match module.apply(chunk, &lookup) {
             Ok(changes) => {
-                view.apply(&changes);
+                assert!(
+                    changes.iter().all(|event| !event.changes.is_empty()
+                        && chunk.iter().any(|e| e.position == event.position)),
+                    "changes are reported per event of the batch, only for events that made some"
+                );
+                view.apply_events(&changes);
                 digest = digest.chain(&changes);
             }
             Err(ApplyError::Faulted { fault, applied }) => {
-                view.apply(&applied);
+                assert!(applied.iter().all(|event| event.position < fault.position));
+                view.apply_events(&applied);
                 digest = digest.chain(&applied);
                 return (view, digest, Some(fault));
             }
@@ -149,6 +155,74 @@ fn account_balances_applies_deposits_withdrawals_and_transfers() {
             vec![text("a3"), Value::Integer(20), ts(4)],
         ]
     );
+}
+
+#[test]
+fn changes_come_back_per_event_with_the_event_position() {
+    let module = engine()
+        .load_projection(&guest("account_balances"), b"")
+        .expect("deploy");
+    let view: Arc<dyn ViewLookup> = Arc::new(MemoryView::new(module.describe()));
+    let changes = module.apply(&account_events(), &view).expect("apply");
+    // Position 2 is another stream and 5 an `Opened`: no changes, so no entry. The
+    // transfer at 4 changes two rows.
+    let shape: Vec<(u64, usize)> = changes
+        .iter()
+        .map(|event| (event.position, event.changes.len()))
+        .collect();
+    assert_eq!(shape, vec![(0, 1), (1, 1), (3, 1), (4, 2), (6, 1), (7, 1)]);
+    let Change::Upsert { row, .. } = &changes[2].changes[0] else {
+        panic!("a withdrawal upserts the balance");
+    };
+    // The withdrawal at 3 read the deposit at 0 of the same batch.
+    assert_eq!(row, &vec![text("a1"), Value::Integer(70), ts(3)]);
+}
+
+#[test]
+fn changes_per_event_max_bounds_each_event_not_the_batch() {
+    // Eight events make seven changes, at most two per event.
+    let two = Engine::with_limits(Limits {
+        changes_per_event_max: 2,
+        ..Limits::default()
+    })
+    .expect("engine");
+    let module = two
+        .load_projection(&guest("account_balances"), b"")
+        .expect("deploy");
+    let (view, _, fault) = run(&module, &account_events(), 8);
+    assert_eq!(fault, None);
+    assert_eq!(view.rows("balances").len(), 3);
+
+    // With one, the transfer at 4 (two changes) faults, in a batch or alone.
+    let one = Engine::with_limits(Limits {
+        changes_per_event_max: 1,
+        ..Limits::default()
+    })
+    .expect("engine");
+    let module = one
+        .load_projection(&guest("account_balances"), b"")
+        .expect("deploy");
+    for batch in [1, 8] {
+        let (view, _, fault) = run(&module, &account_events(), batch);
+        assert_eq!(
+            fault,
+            Some(Fault {
+                position: 4,
+                kind: FaultKind::TooManyChanges {
+                    changes: 2,
+                    changes_per_event_max: 1
+                }
+            }),
+            "batch size {batch}"
+        );
+        assert_eq!(
+            view.rows("balances"),
+            vec![
+                vec![text("a1"), Value::Integer(70), ts(3)],
+                vec![text("a2"), Value::Integer(50), ts(1)],
+            ]
+        );
+    }
 }
 
 #[test]
@@ -531,7 +605,7 @@ fn looping_policy_fails_closed_on_fuel_and_on_the_wall_clock_deadline() {
 }
 
 #[test]
-fn same_events_give_equal_digests_on_fresh_engines_and_equal_views_across_batch_sizes() {
+fn same_events_give_equal_digests_and_views_on_fresh_engines_and_across_batch_sizes() {
     let mut events = Vec::new();
     for position in 0..300u64 {
         let account = format!("acct-{}", position % 17);
@@ -558,12 +632,14 @@ fn same_events_give_equal_digests_on_fresh_engines_and_equal_views_across_batch_
         assert_eq!(fault, None);
         chains.push(digest);
         states.push(view.state_digest());
+        // The chain is per event: how the log was cut into batches does not show.
         for batch in [1, 7, 300] {
-            let (view, _, _) = run(&module, &events, batch);
+            let (view, digest, _) = run(&module, &events, batch);
+            chains.push(digest);
             states.push(view.state_digest());
         }
     }
-    assert_eq!(chains[0], chains[1]);
+    assert!(chains.windows(2).all(|pair| pair[0] == pair[1]));
     assert_ne!(chains[0], ViewDigest::GENESIS);
     assert!(states.windows(2).all(|pair| pair[0] == pair[1]));
 }
