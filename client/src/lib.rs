@@ -18,8 +18,8 @@ pub mod tls;
 
 pub use config::{ClientConfig, ConfigError};
 pub use protocol::{
-    AsOf, ClientId, ErrorCode, LogRecord, Request, Response, ResultSet, TenantInfo, WireColumn,
-    WireError, WireEvent, WireValue,
+    AsOf, ClientId, ErrorCode, LogRecord, ModuleKind, Request, Response, ResultSet, TenantInfo,
+    WireColumn, WireError, WireEvent, WireValue,
 };
 
 use protocol::{
@@ -70,6 +70,19 @@ impl ClientError {
             _ => None,
         }
     }
+}
+
+/// Options of a SQL request beyond the statement and its parameters.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SqlOptions {
+    /// Why: recorded with a write.
+    pub reason: String,
+    /// Time travel for tables without their own AS OF.
+    pub as_of: Option<AsOf>,
+    /// The purpose of a read, for masking policies.
+    pub purpose: Option<String>,
+    /// Read-your-writes on views: wait until they applied the log through this position.
+    pub after: Option<u64>,
 }
 
 /// What a write did.
@@ -278,12 +291,30 @@ impl Client {
         reason: &str,
         as_of: Option<AsOf>,
     ) -> Result<SqlOutcome, ClientError> {
+        let options = SqlOptions {
+            reason: reason.into(),
+            as_of,
+            ..SqlOptions::default()
+        };
+        self.sql_with(tenant, sql, params, &options).await
+    }
+
+    /// Runs one SQL statement with every option of the protocol.
+    pub async fn sql_with(
+        &self,
+        tenant: &str,
+        sql: &str,
+        params: &[WireValue],
+        options: &SqlOptions,
+    ) -> Result<SqlOutcome, ClientError> {
         let request = Request::Sql {
             tenant: tenant.into(),
             sql: sql.into(),
             params: params.to_vec(),
-            reason: reason.into(),
-            as_of,
+            reason: options.reason.clone(),
+            as_of: options.as_of,
+            purpose: options.purpose.clone(),
+            after: options.after,
         };
         match self.request(request).await? {
             Response::Rows(rows) => Ok(SqlOutcome::Rows(rows)),
@@ -300,6 +331,63 @@ impl Client {
         }
     }
 
+    /// Deploys a projection or masking policy module (admin).
+    pub async fn deploy(
+        &self,
+        tenant: &str,
+        kind: ModuleKind,
+        name: &str,
+        module: Vec<u8>,
+        config: Vec<u8>,
+        reason: &str,
+    ) -> Result<WriteOutcome, ClientError> {
+        let request = Request::ModuleDeploy {
+            tenant: tenant.into(),
+            kind,
+            name: name.into(),
+            module,
+            config,
+            reason: reason.into(),
+        };
+        self.write_request("deploy", request).await
+    }
+
+    /// Rolls a projection or policy back (see `Request::ModuleRollback`).
+    pub async fn rollback(
+        &self,
+        tenant: &str,
+        kind: ModuleKind,
+        name: &str,
+        reason: &str,
+    ) -> Result<WriteOutcome, ClientError> {
+        let request = Request::ModuleRollback {
+            tenant: tenant.into(),
+            kind,
+            name: name.into(),
+            reason: reason.into(),
+        };
+        self.write_request("rollback", request).await
+    }
+
+    async fn write_request(
+        &self,
+        what: &'static str,
+        request: Request,
+    ) -> Result<WriteOutcome, ClientError> {
+        match self.request(request).await? {
+            Response::Written {
+                summary,
+                rows_affected,
+                positions,
+            } => Ok(WriteOutcome {
+                summary,
+                rows_affected,
+                positions,
+            }),
+            other => Err(unexpected(what, &other)),
+        }
+    }
+
     /// Appends application events; durable when this returns.
     pub async fn append(
         &self,
@@ -312,18 +400,7 @@ impl Client {
             events,
             reason: reason.into(),
         };
-        match self.request(request).await? {
-            Response::Written {
-                summary,
-                rows_affected,
-                positions,
-            } => Ok(WriteOutcome {
-                summary,
-                rows_affected,
-                positions,
-            }),
-            other => Err(unexpected("append", &other)),
-        }
+        self.write_request("append", request).await
     }
 
     /// Reads up to `limit` records from `from`; returns them and the log's end.

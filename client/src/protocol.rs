@@ -93,6 +93,35 @@ pub enum Request {
         reason: String,
         /// Time travel for every table of the query that has no AS OF of its own.
         as_of: Option<AsOf>,
+        /// Why the caller reads (masking policies see it, e.g. `treatment`).
+        #[serde(default)]
+        purpose: Option<String>,
+        /// Read-your-writes for views: wait until every view of the tenant has applied
+        /// the log up to this position (inclusive) before answering.
+        #[serde(default)]
+        after: Option<u64>,
+    },
+    /// Deploys a projection or a masking policy (admin). A projection's first version
+    /// serves at once; a new version builds in the background and replaces the active
+    /// one once it has caught up. A policy version is active from its deploy on.
+    ModuleDeploy {
+        tenant: String,
+        kind: ModuleKind,
+        name: String,
+        #[serde(with = "serde_bytes")]
+        module: Vec<u8>,
+        /// Deploy-time configuration handed to the module (often JSON); may be empty.
+        #[serde(with = "serde_bytes")]
+        config: Vec<u8>,
+        reason: String,
+    },
+    /// Projection: cancels a pending build, or returns to the previous version.
+    /// Policy: makes the previous version active again.
+    ModuleRollback {
+        tenant: String,
+        kind: ModuleKind,
+        name: String,
+        reason: String,
     },
     /// Raw application events on named streams.
     Append {
@@ -118,6 +147,24 @@ impl Request {
             Request::Sql { .. } => "sql",
             Request::Append { .. } => "append",
             Request::ReadLog { .. } => "read-log",
+            Request::ModuleDeploy { .. } => "module-deploy",
+            Request::ModuleRollback { .. } => "module-rollback",
+        }
+    }
+}
+
+/// What kind of Wasm module a deploy or rollback is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ModuleKind {
+    Projection,
+    Policy,
+}
+
+impl ModuleKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ModuleKind::Projection => "projection",
+            ModuleKind::Policy => "policy",
         }
     }
 }
@@ -206,6 +253,9 @@ pub struct ResultSet {
     pub rows: Vec<Vec<WireValue>>,
     /// The resolved log position when the query travelled in time.
     pub as_of: Option<u64>,
+    /// `policy@version` of each masking policy that masked rows of this result.
+    #[serde(default)]
+    pub masked_by: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -266,6 +316,8 @@ pub enum ErrorCode {
     Conflict,
     /// Over a size bound.
     TooLarge,
+    /// A masking policy failed; the read was refused rather than answered unmasked.
+    PolicyFailed,
     /// The node cannot take writes right now (read-only after an I/O failure, shutting down).
     Unavailable,
     /// A bug: the server logged details.
@@ -284,6 +336,7 @@ impl ErrorCode {
             ErrorCode::BadRequest => "bad request",
             ErrorCode::Conflict => "conflict",
             ErrorCode::TooLarge => "too large",
+            ErrorCode::PolicyFailed => "policy failed",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal error",
         }
@@ -413,6 +466,22 @@ mod tests {
             ],
             reason: "audit".into(),
             as_of: Some(AsOf::TimestampNs(1_700_000_000_000_000_000)),
+            purpose: Some("treatment".into()),
+            after: Some(42),
+        });
+        check_round_trip(Request::ModuleDeploy {
+            tenant: "clinic".into(),
+            kind: ModuleKind::Policy,
+            name: "phi".into(),
+            module: b"\0asm\x01\0\0\0".to_vec(),
+            config: b"{}".to_vec(),
+            reason: "mask".into(),
+        });
+        check_round_trip(Request::ModuleRollback {
+            tenant: "clinic".into(),
+            kind: ModuleKind::Projection,
+            name: "census".into(),
+            reason: String::new(),
         });
         check_round_trip(Request::Append {
             tenant: "bank".into(),

@@ -5,7 +5,7 @@ use crate::node::NodeOptions;
 use crate::render::{self, Format};
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use kimberlite_client::{AsOf, Client, ClientConfig, SqlOutcome, WireEvent, WireValue};
+use kimberlite_client::{AsOf, Client, ClientConfig, SqlOptions, SqlOutcome, WireEvent, WireValue};
 use std::io::BufRead;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -66,6 +66,9 @@ pub enum Command {
         /// Keep the demo's data directory here instead of a temporary one.
         #[arg(long)]
         keep: Option<PathBuf>,
+        /// Where the sample modules are (default: target/guests/… next to this binary).
+        #[arg(long)]
+        guests: Option<PathBuf>,
     },
     /// Run one SQL statement.
     Sql {
@@ -85,7 +88,23 @@ pub enum Command {
         /// A value for $1, $2, …: an integer, a decimal, true/false, null, or text.
         #[arg(long = "param")]
         params: Vec<String>,
+        /// Why you read, for masking policies (e.g. treatment); else the token's `purpose`.
+        #[arg(long)]
+        purpose: Option<String>,
+        /// Read-your-writes on views: wait until they have applied this log position.
+        #[arg(long)]
+        after: Option<u64>,
         statement: String,
+    },
+    /// Tenant projections (Wasm): log → queryable views.
+    Projection {
+        #[command(subcommand)]
+        command: crate::cli_modules::ProjectionCommand,
+    },
+    /// Tenant masking policies (Wasm): rows + caller → what the caller may see.
+    Policy {
+        #[command(subcommand)]
+        command: crate::cli_modules::PolicyCommand,
     },
     /// Interactive SQL (history, multi-line statements ending in `;`, `.help`).
     Repl {
@@ -234,7 +253,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let connection = cli.connection;
     match cli.command {
         Command::Start { data_dir, listen } => start(data_dir, listen).await,
-        Command::Demo { keep } => crate::demo::run(keep).await,
+        Command::Demo { keep, guests } => crate::demo::run(keep, guests).await,
         Command::Sql {
             tenant,
             reason,
@@ -242,6 +261,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             as_of_position,
             as_of_timestamp,
             params,
+            purpose,
+            after,
             statement,
         } => {
             let client = connection.connect().await?;
@@ -251,20 +272,25 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 (None, None) => None,
             };
             let params: Vec<WireValue> = params.iter().map(|param| parse_param(param)).collect();
-            let output = match as_of {
-                Some(as_of) => {
-                    let rows = client
-                        .sql_as_of(&tenant, &statement, &params, as_of)
-                        .await?;
-                    render::result_set(&rows, format)
-                }
-                None => render_outcome(
-                    client.sql(&tenant, &statement, &params, &reason).await?,
-                    format,
-                ),
+            let options = SqlOptions {
+                reason,
+                as_of,
+                purpose,
+                after,
             };
-            print!("{output}");
+            let outcome = client
+                .sql_with(&tenant, &statement, &params, &options)
+                .await?;
+            print!("{}", render_outcome(outcome, format));
             Ok(())
+        }
+        Command::Projection { command } => {
+            let client = connection.connect().await?;
+            crate::cli_modules::projection(&client, command).await
+        }
+        Command::Policy { command } => {
+            let client = connection.connect().await?;
+            crate::cli_modules::policy(&client, command).await
         }
         Command::Repl { tenant } => crate::repl::run(connection, tenant).await,
         Command::Tenant { command } => {

@@ -46,6 +46,7 @@ pub fn error_code(class: kimberlite_kernel::ErrorClass) -> kimberlite_client::Er
         ErrorClass::Conflict => ErrorCode::Conflict,
         ErrorClass::TooLarge => ErrorCode::TooLarge,
         ErrorClass::PermissionDenied => ErrorCode::PermissionDenied,
+        ErrorClass::PolicyFailed => ErrorCode::PolicyFailed,
         ErrorClass::Internal => ErrorCode::Internal,
     }
 }

@@ -5,7 +5,7 @@ use crate::embedded::EmbeddedServer;
 use crate::node::NodeOptions;
 use crate::render::{self, Format};
 use anyhow::Context;
-use kimberlite_client::{AsOf, Client, ClientError, SqlOutcome};
+use kimberlite_client::{AsOf, Client, ClientError, ModuleKind, SqlOptions, SqlOutcome};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -80,7 +80,58 @@ fn last_position(outcome: &SqlOutcome) -> anyhow::Result<u64> {
     }
 }
 
-pub async fn run(keep: Option<PathBuf>) -> anyhow::Result<()> {
+/// Where the sample guests are when none is given: next to the binary's target
+/// directory (`target/release/kimberlite` → `target/guests/…`), else under `./target`.
+pub fn default_guests_dir() -> PathBuf {
+    const RELATIVE: &str = "guests/wasm32-unknown-unknown/release";
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.join(RELATIVE)))
+        .filter(|dir| dir.is_dir())
+        .unwrap_or_else(|| PathBuf::from("target").join(RELATIVE))
+}
+
+fn read_guest(dir: &Path, name: &str) -> anyhow::Result<Vec<u8>> {
+    let path = dir.join(format!("{name}.wasm"));
+    std::fs::read(&path).with_context(|| {
+        format!(
+            "cannot read the sample module {} (build the samples with `cargo xtask build-guests`, or pass --guests DIR)",
+            path.display()
+        )
+    })
+}
+
+async fn select_as(
+    client: &Client,
+    who: &str,
+    sql: &str,
+    options: &SqlOptions,
+) -> anyhow::Result<()> {
+    println!(
+        "{}   {}",
+        styled("36", &format!("> {sql}")),
+        styled("2", &format!("-- as {who}"))
+    );
+    match client.sql_with(TENANT, sql, &[], options).await? {
+        SqlOutcome::Rows(rows) => {
+            print!("{}", render::result_set(&rows, Format::Table));
+            if !rows.masked_by.is_empty() {
+                say(&styled(
+                    "2",
+                    &format!("(masked by {})", rows.masked_by.join(", ")),
+                ));
+            }
+        }
+        SqlOutcome::Written(_) => anyhow::bail!("expected rows"),
+    }
+    Ok(())
+}
+
+pub async fn run(keep: Option<PathBuf>, guests: Option<PathBuf>) -> anyhow::Result<()> {
+    let guests = guests.unwrap_or_else(default_guests_dir);
+    let census_module = read_guest(&guests, "patient_census")?;
+    let mask_module = read_guest(&guests, "phi_mask")?;
+    let strict_module = read_guest(&guests, "phi_mask_strict")?;
     let temporary;
     let data_dir: PathBuf = match keep {
         Some(path) => path,
@@ -212,12 +263,104 @@ pub async fn run(keep: Option<PathBuf>) -> anyhow::Result<()> {
         Err(ClientError::Server(error)) => say(&format!("refused: {error}")),
         other => anyhow::bail!("an unknown table should be an error, got {other:?}"),
     }
-    reader.close().await;
 
-    chapter("6. The audit trail is a table too");
+    chapter("6. A tenant-defined view: a WebAssembly projection");
+    say(
+        "The clinic deploys its own code: `patient-census` turns the table's row events into a view.",
+    );
+    say(&format!(
+        "$ kimberlite projection deploy --tenant {TENANT} --name census patient_census.wasm"
+    ));
+    let deployed = admin
+        .deploy(
+            TENANT,
+            ModuleKind::Projection,
+            "census",
+            census_module,
+            Vec::new(),
+            "regional census for the board",
+        )
+        .await?;
+    say(&deployed.summary);
+    let census_sql = "SELECT region, patients FROM census ORDER BY region";
+    let end = last_position(&sql(&admin, "INSERT INTO patients VALUES (3, 'Grace Hopper', 'west'), (4, 'Edsger Dijkstra', 'west')", "admission").await?)?;
+    let now = SqlOptions {
+        after: Some(end),
+        ..SqlOptions::default()
+    };
+    select_as(
+        &admin,
+        "admin (waiting until the view has applied the insert)",
+        census_sql,
+        &now,
+    )
+    .await?;
+    say(
+        "The view was built from the whole log, deterministically, so it travels in time like a table:",
+    );
+    query_as_of(&admin, census_sql, AsOf::Position(before_changes)).await?;
+
+    chapter("7. Masking policies, swapped while queries run");
+    let (clinician_token, _) = admin
+        .create_token(
+            TENANT,
+            Some("dr-hopper"),
+            &["reader".to_string(), "clinician".to_string()],
+            &[("purpose".to_string(), "treatment".to_string())],
+            "ward doctor",
+        )
+        .await?;
+    let clinician = Client::connect(server.client_config(), Some(clinician_token)).await?;
+    say(&format!(
+        "$ kimberlite policy deploy --tenant {TENANT} --name phi phi_mask.wasm"
+    ));
+    let deployed = admin
+        .deploy(
+            TENANT,
+            ModuleKind::Policy,
+            "phi",
+            mask_module,
+            Vec::new(),
+            "HIPAA minimum necessary",
+        )
+        .await?;
+    say(&deployed.summary);
+    let patients_sql = "SELECT id, name, region FROM patients ORDER BY id";
+    select_as(
+        &reader,
+        "front-desk (role reader)",
+        patients_sql,
+        &SqlOptions::default(),
+    )
+    .await?;
+    select_as(
+        &clinician,
+        "dr-hopper (role clinician, purpose=treatment)",
+        patients_sql,
+        &SqlOptions::default(),
+    )
+    .await?;
+    say("A stricter version hides the region too. It replaces the old one atomically, no restart:");
+    let deployed = admin
+        .deploy(
+            TENANT,
+            ModuleKind::Policy,
+            "phi",
+            strict_module,
+            Vec::new(),
+            "regions are identifying in small towns",
+        )
+        .await?;
+    say(&deployed.summary);
+    select_as(&reader, "front-desk", patients_sql, &SqlOptions::default()).await?;
+    sql(&admin, "SELECT name, version, state, covers, deployed_by FROM kimberlite.policies ORDER BY version", "").await?;
+    reader.close().await;
+    clinician.close().await;
+
+    chapter("8. The audit trail is a table too");
     sql(
         &admin,
-        "SELECT position, timestamp, kind, stream, client, reason FROM kimberlite.log ORDER BY position",
+        "SELECT position, timestamp, kind, stream, client, reason FROM kimberlite.log WHERE kind <> 'ModuleChunk' ORDER BY position",
         "",
     )
     .await?;
@@ -230,7 +373,7 @@ pub async fn run(keep: Option<PathBuf>) -> anyhow::Result<()> {
         .await?;
     print!("{}", render::result_set(&counted, Format::Table));
 
-    chapter("7. Prove nothing was altered");
+    chapter("9. Prove nothing was altered");
     admin.close().await;
     server.stop().await?;
     say(

@@ -3,11 +3,13 @@
 //! the only place besides `client` that knows the wire protocol.
 
 pub mod cli;
+pub mod cli_modules;
 pub mod convert;
 pub mod demo;
 pub mod embedded;
 pub mod files;
 pub mod keys;
+pub mod modules;
 pub mod node;
 pub mod render;
 pub mod repl;

@@ -20,15 +20,16 @@
 
 use crate::convert;
 use crate::keys::{self, MasterKey};
+use crate::modules::{self, Modules, PolicyMasker, Report};
 use anyhow::{Context, bail};
 use kimberlite_client::protocol::{
-    ErrorCode, LogRecord, Request, RequestFrame, Response, ResultSet, TenantInfo, WireError,
-    WireEvent,
+    ErrorCode, LogRecord, ModuleKind, Request, RequestFrame, Response, ResultSet, TenantInfo,
+    WireError, WireEvent,
 };
 use kimberlite_kernel::catalog::{Action, Catalog, Token};
 use kimberlite_kernel::sql::{self, Statement};
 use kimberlite_kernel::{
-    Command, CommandBody, Kernel, KernelError, Outcome, SYSTEM_TENANT, TenantId,
+    AppendEvent, Command, CommandBody, Kernel, KernelError, Outcome, SYSTEM_TENANT, TenantId,
 };
 use kimberlite_log::{KeyRing, LogConfig, LogReader, NewRecord, NodeKey, PartitionLog, Position};
 use kimberlite_projections::ViewStore;
@@ -36,8 +37,9 @@ use kimberlite_projections::query::{self, QueryContext};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::oneshot;
 
@@ -53,6 +55,20 @@ pub const VIEW_DURABLE_BATCHES_MAX: u32 = 256;
 
 /// … and at least this often while writes come in (bounding replay after a crash).
 pub const VIEW_DURABLE_INTERVAL_MS: u64 = 1_000;
+
+/// The projection runner waits at most this long for new records before it looks again
+/// (it is woken at once after every committed batch).
+pub const RUNNER_IDLE_MS: u64 = 200;
+
+/// The runner commits view progress durably at least this often (between, commits are
+/// visible but not fsynced; a crash re-applies from the last durable one).
+pub const RUNNER_DURABLE_INTERVAL_MS: u64 = 1_000;
+
+/// How long a query with `after` waits for the views to apply that position.
+pub const READ_YOUR_WRITES_WAIT_MS: u64 = 10_000;
+
+/// How often a waiting query looks at the views' progress again.
+const READ_YOUR_WRITES_POLL_MS: u64 = 5;
 
 /// Prefix of every token secret, so a leaked one is easy to recognise and scan for.
 pub const TOKEN_PREFIX: &str = "kbt_";
@@ -127,6 +143,12 @@ struct Shared {
     readers: RwLock<BTreeMap<TenantId, LogReader>>,
     /// Set when the writer stopped after an I/O failure: writes are refused with this.
     failure: Mutex<Option<String>>,
+    /// Compiled Wasm of the tenants' projections and policies.
+    modules: Modules,
+    /// Bumped after every committed batch; the runner sleeps on it.
+    batches: (Mutex<u64>, Condvar),
+    /// Tells the runner to stop.
+    stopping: AtomicBool,
 }
 
 /// A running node: cheap to share across request handlers.
@@ -134,6 +156,7 @@ pub struct Node {
     shared: Arc<Shared>,
     writes: Mutex<Option<SyncSender<WriteJob>>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    runner: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for Node {
@@ -213,12 +236,17 @@ impl Node {
             .iter()
             .map(|(tenant, log)| (*tenant, log.reader()))
             .collect();
+        let engine = kimberlite_projections::wasm::Engine::new()
+            .map_err(|error| anyhow::anyhow!("cannot start the Wasm engine: {error}"))?;
         let shared = Arc::new(Shared {
             layout: layout.clone(),
             views,
             catalog: RwLock::new(Arc::new(kernel.catalog().clone())),
             readers: RwLock::new(readers),
             failure: Mutex::new(None),
+            modules: Modules::new(engine),
+            batches: (Mutex::new(0), Condvar::new()),
+            stopping: AtomicBool::new(false),
         });
         let (sender, receiver) = std::sync::mpsc::sync_channel(WRITE_QUEUE_JOBS_MAX);
         let writer = Writer {
@@ -235,11 +263,20 @@ impl Node {
             .name("kimberlite-writer".into())
             .spawn(move || writer.run(&receiver))
             .context("cannot start the writer thread")?;
+        let runner = {
+            let shared = shared.clone();
+            let sender = sender.clone();
+            std::thread::Builder::new()
+                .name("kimberlite-projections".into())
+                .spawn(move || run_projections(&shared, &sender))
+                .context("cannot start the projection runner thread")?
+        };
         Ok((
             Node {
                 shared,
                 writes: Mutex::new(Some(sender)),
                 writer: Mutex::new(Some(thread)),
+                runner: Mutex::new(Some(runner)),
             },
             report,
         ))
@@ -257,6 +294,14 @@ impl Node {
     /// Stops taking writes, waits for the writer to finish its batch, writes a signed
     /// checkpoint per partition and commits the views durably.
     pub fn shutdown(&self) {
+        // The runner first: it holds a sender of the write queue.
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        self.shared.batches.1.notify_all();
+        if let Some(thread) = self.runner.lock().expect("runner lock").take()
+            && thread.join().is_err()
+        {
+            tracing::error!("the projection runner panicked");
+        }
         drop(self.writes.lock().expect("writes lock").take());
         if let Some(thread) = self.writer.lock().expect("writer lock").take()
             && thread.join().is_err()
@@ -443,6 +488,8 @@ impl Node {
                 params,
                 reason,
                 as_of,
+                purpose,
+                after,
             } => {
                 let tenant_id = resolve_tenant(&catalog, &token, &tenant)?;
                 let statement = sql::parse(&sql).map_err(|error| WireError {
@@ -458,7 +505,19 @@ impl Node {
                         if !reason.is_empty() {
                             tracing::debug!(%reason, "reason given for a read");
                         }
-                        self.query(tenant_id, catalog, select, params, as_of).await
+                        if let Some(after) = after {
+                            self.wait_for_views(tenant_id, after).await?;
+                        }
+                        let caller = kimberlite_projections::wasm::Caller {
+                            principal: token.name.clone(),
+                            roles: token.roles.clone(),
+                            attributes: token.attributes.clone(),
+                            purpose,
+                        };
+                        // The catalog again: the views may have moved while we waited.
+                        let catalog = self.catalog();
+                        self.query(tenant_id, catalog, select, params, as_of, caller)
+                            .await
                     }
                     _ => {
                         if as_of.is_some() {
@@ -503,33 +562,91 @@ impl Node {
                         ),
                     });
                 }
-                let commands = events
+                let events: Vec<AppendEvent> = events
                     .into_iter()
                     .map(
                         |WireEvent {
                              stream,
                              event_type,
                              payload,
-                         }| {
-                            self.command(
-                                tenant_id,
-                                client.0,
-                                client.1,
-                                &token.name,
-                                &reason,
-                                CommandBody::Append {
-                                    stream,
-                                    event_type,
-                                    payload,
-                                },
-                            )
+                         }| AppendEvent {
+                            stream,
+                            event_type,
+                            payload,
                         },
                     )
                     .collect();
-                let written = self.write(commands).await?;
+                let count = events.len() as u64;
+                // One command: the events are written all or none.
+                let command = self.command(
+                    tenant_id,
+                    client.0,
+                    client.1,
+                    &token.name,
+                    &reason,
+                    CommandBody::Append { events },
+                );
+                let written = self.write(vec![command]).await?;
                 Ok(Response::Written {
-                    summary: format!("APPEND {}", written.outcomes.len()),
-                    rows_affected: written.outcomes.len() as u64,
+                    summary: format!("APPEND {count}"),
+                    rows_affected: count,
+                    positions: written.positions,
+                })
+            }
+            Request::ModuleDeploy {
+                tenant,
+                kind,
+                name,
+                module,
+                config,
+                reason,
+            } => {
+                let tenant_id = resolve_tenant(&catalog, &token, &tenant)?;
+                require(
+                    &token,
+                    tenant_id,
+                    Action::Ddl,
+                    "deploy projections or policies (requires role admin)",
+                )?;
+                let engine = self.shared.modules.engine().clone();
+                // Compiling is CPU work: off the async threads.
+                let body = tokio::task::spawn_blocking(move || {
+                    check_module(&engine, kind, name, module, config)
+                })
+                .await
+                .map_err(|error| internal(format!("deploy task failed: {error}")))??;
+                let command =
+                    self.command(tenant_id, client.0, client.1, &token.name, &reason, body);
+                let written = self.write(vec![command]).await?;
+                Ok(Response::Written {
+                    summary: summarize(&written),
+                    rows_affected: 0,
+                    positions: written.positions,
+                })
+            }
+            Request::ModuleRollback {
+                tenant,
+                kind,
+                name,
+                reason,
+            } => {
+                let tenant_id = resolve_tenant(&catalog, &token, &tenant)?;
+                require(
+                    &token,
+                    tenant_id,
+                    Action::Ddl,
+                    "roll back projections or policies (requires role admin)",
+                )?;
+                let body = match kind {
+                    ModuleKind::Projection => CommandBody::RollbackProjection { name },
+                    ModuleKind::Policy => CommandBody::RollbackPolicy { name },
+                };
+                let command =
+                    self.command(tenant_id, client.0, client.1, &token.name, &reason, body);
+                let written = self.write(vec![command]).await?;
+                Ok(Response::Written {
+                    summary: summarize(&written),
+                    rows_affected: 0,
                     positions: written.positions,
                 })
             }
@@ -589,9 +706,21 @@ impl Node {
         select: sql::Select,
         params: Vec<kimberlite_kernel::Value>,
         as_of: Option<kimberlite_client::AsOf>,
+        caller: kimberlite_projections::wasm::Caller,
     ) -> Result<Response, WireError> {
         let reader = self.reader(tenant)?;
         let shared = self.shared.clone();
+        let has_policies = catalog
+            .tenant(tenant)
+            .is_some_and(|state| state.policies().next().is_some());
+        let masker = has_policies.then(|| PolicyMasker {
+            tenant,
+            catalog: catalog.clone(),
+            modules: self.shared.modules.clone(),
+            log: reader.clone(),
+            caller,
+            used: Mutex::new(Vec::new()),
+        });
         tokio::task::spawn_blocking(move || {
             let views = shared
                 .views
@@ -610,6 +739,7 @@ impl Node {
                 log: &reader,
                 params: &params,
                 as_of,
+                masker: masker.as_ref().map(|masker| masker as &dyn query::Masker),
             };
             let result = query::execute(&select, &context).map_err(|error| WireError {
                 code: query_error_code(&error),
@@ -627,10 +757,207 @@ impl Node {
                     .map(|row| row.into_iter().map(convert::to_wire).collect())
                     .collect(),
                 as_of: result.as_of,
+                masked_by: masker
+                    .map(|masker| {
+                        masker
+                            .used
+                            .into_inner()
+                            .expect("used lock")
+                            .into_iter()
+                            .map(|(name, version)| format!("{name}@{version}"))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
             }))
         })
         .await
         .map_err(|error| internal(format!("query task failed: {error}")))?
+    }
+}
+
+impl Node {
+    /// Read-your-writes on views: waits until every live, healthy projection version of
+    /// `tenant` has applied the log through `after`.
+    async fn wait_for_views(&self, tenant: TenantId, after: Position) -> Result<(), WireError> {
+        let deadline = Instant::now() + Duration::from_millis(READ_YOUR_WRITES_WAIT_MS);
+        loop {
+            let catalog = self.catalog();
+            let read = self
+                .shared
+                .views
+                .read()
+                .map_err(|error| internal(error.to_string()))?;
+            let mut behind = None;
+            if let Some(state) = catalog.tenant(tenant) {
+                for projection in state.projections() {
+                    let Some(version) = projection.active_version() else {
+                        continue;
+                    };
+                    if let Some(fault) = &version.fault {
+                        return Err(WireError {
+                            code: ErrorCode::Unavailable,
+                            message: format!(
+                                "projection `{}` (version {}) faulted at position {}: {}; deploy a fixed version",
+                                projection.name, version.version, fault.position, fault.message
+                            ),
+                        });
+                    }
+                    let applied = read
+                        .progress(tenant, version.version)
+                        .map_err(|error| internal(error.to_string()))?
+                        .map_or(0, |progress| progress.applied_end);
+                    if applied <= after {
+                        behind = Some((projection.name.clone(), applied));
+                        break;
+                    }
+                }
+            }
+            let Some((name, applied)) = behind else {
+                return Ok(());
+            };
+            if Instant::now() >= deadline {
+                return Err(WireError {
+                    code: ErrorCode::Unavailable,
+                    message: format!(
+                        "projection `{name}` has applied the log up to position {applied} (exclusive), not yet {after}, after {READ_YOUR_WRITES_WAIT_MS} ms; retry later"
+                    ),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(READ_YOUR_WRITES_POLL_MS)).await;
+        }
+    }
+}
+
+/// Compiles and checks a module for a deploy; the command that records it.
+fn check_module(
+    engine: &kimberlite_projections::wasm::Engine,
+    kind: ModuleKind,
+    name: String,
+    module: Vec<u8>,
+    config: Vec<u8>,
+) -> Result<CommandBody, WireError> {
+    let refused = |error: kimberlite_projections::wasm::DeployError| WireError {
+        code: ErrorCode::BadRequest,
+        message: format!("{} `{name}` refused: {error}", kind.name()),
+    };
+    match kind {
+        ModuleKind::Projection => {
+            let loaded = engine.load_projection(&module, &config).map_err(refused)?;
+            let tables = loaded
+                .describe()
+                .iter()
+                .map(|table| kimberlite_kernel::ViewSchema {
+                    name: table.name.clone(),
+                    columns: table.columns.clone(),
+                    primary_key: table.key_positions.clone(),
+                })
+                .collect();
+            Ok(CommandBody::DeployProjection {
+                name,
+                module,
+                config,
+                tables,
+            })
+        }
+        ModuleKind::Policy => {
+            let loaded = engine.load_policy(&module, &config).map_err(refused)?;
+            Ok(CommandBody::DeployPolicy {
+                covers: loaded.covers().to_vec(),
+                name,
+                module,
+                config,
+            })
+        }
+    }
+}
+
+/// The projection runner thread: steps every live projection version over its tenant's
+/// durable log, and reports activations and faults through the write queue.
+fn run_projections(shared: &Shared, writes: &SyncSender<WriteJob>) {
+    let mut failing = std::collections::HashMap::new();
+    let mut last_durable = Instant::now();
+    let mut seen_batches = 0u64;
+    while !shared.stopping.load(Ordering::SeqCst) {
+        let catalog = shared.catalog.read().expect("catalog lock").clone();
+        let readers = shared.readers.read().expect("readers lock").clone();
+        let durable = last_durable.elapsed() >= Duration::from_millis(RUNNER_DURABLE_INTERVAL_MS);
+        let (busy, reports) = modules::run_pass(
+            &catalog,
+            &readers,
+            &shared.modules,
+            &shared.views,
+            durable,
+            &mut failing,
+        );
+        if durable {
+            last_durable = Instant::now();
+        }
+        for report in reports {
+            let (tenant, body, reason) = match report {
+                Report::Activate {
+                    tenant,
+                    name,
+                    version,
+                } => (
+                    tenant,
+                    CommandBody::ActivateProjection { name, version },
+                    "projection runner: the new version caught up with the log",
+                ),
+                Report::Fault {
+                    tenant,
+                    name,
+                    version,
+                    position,
+                    message,
+                } => (
+                    tenant,
+                    CommandBody::FaultProjection {
+                        name,
+                        version,
+                        position,
+                        message,
+                    },
+                    "projection runner: the module faulted",
+                ),
+            };
+            let command = Command {
+                tenant,
+                client_id: 0,
+                request: 0,
+                timestamp_ns: 0,
+                principal: "kimberlite".into(),
+                reason: reason.into(),
+                body,
+            };
+            let (reply, answer) = oneshot::channel();
+            if writes
+                .send(WriteJob {
+                    commands: vec![command],
+                    reply,
+                })
+                .is_err()
+            {
+                return;
+            }
+            match answer.blocking_recv() {
+                Ok(Ok(_)) => {}
+                Ok(Err(error)) => {
+                    tracing::warn!(%error.message, "projection runner report refused")
+                }
+                Err(_) => return,
+            }
+        }
+        if !busy {
+            let (lock, signal) = &shared.batches;
+            let mut batches = lock.lock().expect("batches lock");
+            if *batches == seen_batches && !shared.stopping.load(Ordering::SeqCst) {
+                batches = signal
+                    .wait_timeout(batches, Duration::from_millis(RUNNER_IDLE_MS))
+                    .expect("batches lock")
+                    .0;
+            }
+            seen_batches = *batches;
+        }
     }
 }
 
@@ -725,6 +1052,29 @@ fn summarize(written: &Written) -> String {
             format!("{count} row{} affected", if *count == 1 { "" } else { "s" })
         }
         Some(Outcome::Skipped { notice }) => notice.clone(),
+        Some(Outcome::ProjectionDeployed { name }) => match written.positions {
+            Some((_, version)) => format!(
+                "DEPLOY PROJECTION {name} version {version} (builds from position 0 in the background; see kimberlite.projections)"
+            ),
+            None => format!("DEPLOY PROJECTION {name}"),
+        },
+        Some(Outcome::PolicyDeployed { name }) => match written.positions {
+            Some((_, version)) => {
+                format!(
+                    "DEPLOY POLICY {name} version {version} (active for every query from now on)"
+                )
+            }
+            None => format!("DEPLOY POLICY {name}"),
+        },
+        Some(Outcome::ProjectionRolledBack { name, to: Some(to) }) => {
+            format!("ROLLBACK PROJECTION {name}: version {to} catches up, then serves again")
+        }
+        Some(Outcome::ProjectionRolledBack { name, to: None }) => {
+            format!("ROLLBACK PROJECTION {name}: the pending build is cancelled")
+        }
+        Some(Outcome::PolicyRolledBack { name, to }) => {
+            format!("ROLLBACK POLICY {name}: version {to} is active again")
+        }
         Some(other) => format!("{other:?}"),
         None => "nothing written".into(),
     }
@@ -1013,10 +1363,16 @@ impl Writer {
                     }
                     Outcome::TokenCreated { .. }
                     | Outcome::TableCreated { .. }
-                    | Outcome::TableDropped { .. } => {
+                    | Outcome::TableDropped { .. }
+                    | Outcome::ProjectionDeployed { .. }
+                    | Outcome::ProjectionActivated { .. }
+                    | Outcome::ProjectionFaulted { .. }
+                    | Outcome::ProjectionRolledBack { .. }
+                    | Outcome::PolicyDeployed { .. }
+                    | Outcome::PolicyRolledBack { .. } => {
                         catalog_changed = true;
                     }
-                    Outcome::Appended | Outcome::Skipped { .. } => {}
+                    Outcome::Appended { .. } | Outcome::Skipped { .. } => {}
                 }
                 written.outcomes.push(effects.outcome);
                 if failure.is_some() {
@@ -1053,6 +1409,11 @@ impl Writer {
         if catalog_changed {
             *self.shared.catalog.write().expect("catalog lock") =
                 Arc::new(self.kernel.catalog().clone());
+        }
+        {
+            let (lock, signal) = &self.shared.batches;
+            *lock.lock().expect("batches lock") += 1;
+            signal.notify_all();
         }
         for (job, reply) in batch.into_iter().zip(replies) {
             // A client that went away no longer needs its answer; its write stands.

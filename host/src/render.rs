@@ -200,6 +200,7 @@ mod tests {
                 vec![WireValue::Integer(20), WireValue::Null, WireValue::Null],
             ],
             as_of: Some(7),
+            masked_by: Vec::new(),
         }
     }
 

@@ -6,6 +6,7 @@
 //! `[created_at, dropped_at)` positions, so a query `AS OF` a past position resolves
 //! the table as it was then.
 
+use crate::modules::{Policy, PolicyVersion, Projection, ProjectionVersion};
 use crate::value::{Column, Position, SYSTEM_TENANT, TableId, TenantId, Value};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -28,6 +29,12 @@ pub struct Tenant {
     pub created_at: Position,
     /// Every table this tenant ever had, by name, each name's versions in creation order.
     tables: BTreeMap<String, Vec<TableDef>>,
+    /// Deployed projections, by name.
+    #[serde(default)]
+    projections: BTreeMap<String, Projection>,
+    /// Deployed masking policies, by name.
+    #[serde(default)]
+    policies: BTreeMap<String, Policy>,
 }
 
 /// One version of a table: created by a `CreateTable` record, possibly ended by a `DropTable`.
@@ -275,6 +282,19 @@ impl Catalog {
         self.tenants.get(&tenant)?.table_at(name, at)
     }
 
+    /// The view `name` of a tenant that queries read now (see [`Tenant::view`]).
+    pub fn view(
+        &self,
+        tenant: TenantId,
+        name: &str,
+    ) -> Option<(&Projection, &ProjectionVersion, &TableDef)> {
+        self.tenants.get(&tenant)?.view(name)
+    }
+
+    pub(crate) fn tenant_mut(&mut self, tenant: TenantId) -> Option<&mut Tenant> {
+        self.tenants.get_mut(&tenant)
+    }
+
     /// The tables that exist at `at` (`None`: now), by name.
     pub fn tables(&self, tenant: TenantId, at: Option<Position>) -> Vec<&TableDef> {
         self.tenants
@@ -313,6 +333,8 @@ impl Catalog {
             name,
             created_at,
             tables: BTreeMap::new(),
+            projections: BTreeMap::new(),
+            policies: BTreeMap::new(),
         };
         self.tenants.insert(id, tenant);
     }
@@ -366,6 +388,74 @@ impl Catalog {
 }
 
 impl Tenant {
+    /// Every deployed projection, by name.
+    pub fn projections(&self) -> impl Iterator<Item = &Projection> {
+        self.projections.values()
+    }
+
+    pub fn projection(&self, name: &str) -> Option<&Projection> {
+        self.projections.get(name)
+    }
+
+    pub(crate) fn projection_mut(&mut self, name: &str) -> Option<&mut Projection> {
+        self.projections.get_mut(name)
+    }
+
+    pub(crate) fn insert_projection(&mut self, projection: Projection) {
+        self.projections.insert(projection.name.clone(), projection);
+    }
+
+    /// Every deployed masking policy, by name.
+    pub fn policies(&self) -> impl Iterator<Item = &Policy> {
+        self.policies.values()
+    }
+
+    pub fn policy(&self, name: &str) -> Option<&Policy> {
+        self.policies.get(name)
+    }
+
+    pub(crate) fn policy_mut(&mut self, name: &str) -> Option<&mut Policy> {
+        self.policies.get_mut(name)
+    }
+
+    pub(crate) fn insert_policy(&mut self, policy: Policy) {
+        self.policies.insert(policy.name.clone(), policy);
+    }
+
+    /// The view `name` that queries read now: a table of a projection's active version.
+    pub fn view(&self, name: &str) -> Option<(&Projection, &ProjectionVersion, &TableDef)> {
+        self.projections.values().find_map(|projection| {
+            let version = projection.active_version()?;
+            let table = version.table(name)?;
+            Some((projection, version, table))
+        })
+    }
+
+    /// The active policy version that masks table or view `name`, if any.
+    pub fn policy_covering(&self, name: &str) -> Option<(&Policy, &PolicyVersion)> {
+        self.policies.values().find_map(|policy| {
+            let version = policy.active_version()?;
+            version
+                .covers
+                .iter()
+                .any(|covered| covered == name)
+                .then_some((policy, version))
+        })
+    }
+
+    /// What already uses the table name `name` now: a SQL table, or a view of a
+    /// projection (other than `except`), described for an error message.
+    pub fn table_name_user(&self, name: &str, except: Option<&str>) -> Option<String> {
+        if self.table_at(name, None).is_some() {
+            return Some(format!("a SQL table `{name}` exists"));
+        }
+        self.projections
+            .values()
+            .filter(|projection| Some(projection.name.as_str()) != except)
+            .find(|projection| projection.table_names().any(|table| table == name))
+            .map(|projection| format!("`{name}` is a view of projection `{}`", projection.name))
+    }
+
     pub fn table_at(&self, name: &str, at: Option<Position>) -> Option<&TableDef> {
         // Versions of one name never overlap in time, so at most one matches.
         self.tables

@@ -19,6 +19,8 @@ pub enum ErrorClass {
     TooLarge,
     /// Acting on another tenant.
     PermissionDenied,
+    /// A tenant's masking policy failed (trap, deadline, bad output): the read is refused.
+    PolicyFailed,
     /// The store underneath failed, or stored state does not decode: a bug or corruption.
     Internal,
 }

@@ -10,9 +10,9 @@ use crate::catalog::{Catalog, TableDef, Token};
 use crate::error::ErrorClass;
 use crate::expr::{self, AssignError, Columns, ExprError, KeyLookup, NoColumns};
 use crate::limits::{
-    ATTRIBUTE_BYTES_MAX, EVENT_PAYLOAD_BYTES_MAX, NAME_BYTES_MAX, REASON_BYTES_MAX,
-    STATEMENT_PARAMS_MAX, STATEMENT_ROWS_MAX, TENANT_NAME_BYTES_MAX, TENANT_TABLES_MAX,
-    TOKEN_ATTRIBUTES_MAX, TOKEN_ROLES_MAX, VALUE_BYTES_MAX,
+    APPEND_EVENTS_MAX, ATTRIBUTE_BYTES_MAX, EVENT_PAYLOAD_BYTES_MAX, NAME_BYTES_MAX,
+    REASON_BYTES_MAX, STATEMENT_PARAMS_MAX, STATEMENT_ROWS_MAX, TENANT_NAME_BYTES_MAX,
+    TENANT_TABLES_MAX, TOKEN_ATTRIBUTES_MAX, TOKEN_ROLES_MAX, VALUE_BYTES_MAX,
 };
 use crate::payload::{self, PayloadError};
 use crate::sql::{self, SqlError, Statement};
@@ -55,12 +55,46 @@ pub enum CommandBody {
     },
     /// One DDL or DML statement (a SELECT is a query, not a command).
     Sql { sql: String, params: Vec<Value> },
-    /// A raw application event on a stream that is not a SQL table.
-    Append {
-        stream: String,
-        event_type: String,
-        payload: Vec<u8>,
+    /// Raw application events on streams that are not SQL tables, written atomically
+    /// (all or none) at consecutive positions.
+    Append { events: Vec<AppendEvent> },
+    /// Deploys a projection version (its tables as the module's `describe` gave them;
+    /// the host checked the module). The first version serves at once; a later one is
+    /// built in the background and activated once it has caught up.
+    DeployProjection {
+        name: String,
+        module: Vec<u8>,
+        config: Vec<u8>,
+        tables: Vec<ViewSchema>,
     },
+    /// The host's runner: the version being built has caught up; it now serves.
+    ActivateProjection { name: String, version: Position },
+    /// The host's runner: a version faulted at `position`.
+    FaultProjection {
+        name: String,
+        version: Position,
+        position: Position,
+        message: String,
+    },
+    /// Cancels a pending build, or (with none pending) returns to the previous version.
+    RollbackProjection { name: String },
+    /// Deploys a masking policy version; it is active from its record on.
+    DeployPolicy {
+        name: String,
+        module: Vec<u8>,
+        config: Vec<u8>,
+        covers: Vec<String>,
+    },
+    /// Makes the policy's previous version active again.
+    RollbackPolicy { name: String },
+}
+
+/// One application event of an `Append`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppendEvent {
+    pub stream: String,
+    pub event_type: String,
+    pub payload: Vec<u8>,
 }
 
 /// What a command did.
@@ -97,7 +131,31 @@ pub enum Outcome {
     RowsAffected {
         count: u64,
     },
-    Appended,
+    Appended {
+        count: u64,
+    },
+    ProjectionDeployed {
+        name: String,
+    },
+    ProjectionActivated {
+        name: String,
+        version: Position,
+    },
+    ProjectionFaulted {
+        name: String,
+        version: Position,
+    },
+    ProjectionRolledBack {
+        name: String,
+        to: Option<Position>,
+    },
+    PolicyDeployed {
+        name: String,
+    },
+    PolicyRolledBack {
+        name: String,
+        to: Position,
+    },
     /// Nothing to do (`CREATE TABLE IF NOT EXISTS` of an existing table, `DROP TABLE IF
     /// EXISTS` of a missing one); no records.
     Skipped {
@@ -132,6 +190,8 @@ pub enum KernelError {
     UnknownTable { name: String, available: String },
     #[error("table `{0}` already exists")]
     TableExists(String),
+    #[error("{0}")]
+    NameInUse(String),
     #[error(
         "the tenant has {count} tables, the most tenant_tables_max allows ({max}); drop one first"
     )]
@@ -188,6 +248,8 @@ pub enum KernelError {
     },
     #[error("kernel snapshot does not decode: {0}")]
     Snapshot(String),
+    #[error("unknown {what} `{name}`")]
+    UnknownModule { what: &'static str, name: String },
 }
 
 impl KernelError {
@@ -201,10 +263,12 @@ impl KernelError {
             }
             KernelError::UnknownTenant(_)
             | KernelError::UnknownTable { .. }
-            | KernelError::UnknownColumn { .. } => ErrorClass::NotFound,
+            | KernelError::UnknownColumn { .. }
+            | KernelError::UnknownModule { .. } => ErrorClass::NotFound,
             KernelError::TenantExists(_)
             | KernelError::DuplicateToken
             | KernelError::TableExists(_)
+            | KernelError::NameInUse(_)
             | KernelError::DuplicateKey { .. } => ErrorClass::Conflict,
             KernelError::TooManyTables { .. }
             | KernelError::ValueTooLarge { .. }
@@ -273,6 +337,8 @@ enum Change {
         table: TableId,
         key: Vec<Value>,
     },
+    /// Deployed Wasm: projections and policies.
+    Module(deploy::ModuleChange),
     /// A record that changes no kernel state (application events).
     None,
 }
@@ -344,11 +410,32 @@ impl Kernel {
                 attributes,
             } => self.plan_create_token(cmd, *tenant, name, secret_hash, roles, attributes)?,
             CommandBody::Sql { sql, params } => self.plan_sql(cmd, sql, params, rows)?,
-            CommandBody::Append {
-                stream,
-                event_type,
-                payload,
-            } => self.plan_append(cmd, stream, event_type, payload)?,
+            CommandBody::Append { events } => self.plan_append(cmd, events)?,
+            CommandBody::DeployProjection {
+                name,
+                module,
+                config,
+                tables,
+            } => self.plan_deploy_projection(cmd.tenant, name, module, config, tables)?,
+            CommandBody::ActivateProjection { name, version } => {
+                self.plan_activate_projection(cmd.tenant, name, *version)?
+            }
+            CommandBody::FaultProjection {
+                name,
+                version,
+                position,
+                message,
+            } => self.plan_fault_projection(cmd.tenant, name, *version, *position, message)?,
+            CommandBody::RollbackProjection { name } => {
+                self.plan_rollback_projection(cmd.tenant, name)?
+            }
+            CommandBody::DeployPolicy {
+                name,
+                module,
+                config,
+                covers,
+            } => self.plan_deploy_policy(cmd.tenant, name, module, config, covers)?,
+            CommandBody::RollbackPolicy { name } => self.plan_rollback_policy(cmd.tenant, name)?,
         };
         self.commit(cmd, plan, rows)
     }
@@ -386,7 +473,7 @@ impl Kernel {
             ));
             changes.push((first_position + offset as u64, entry.change));
         }
-        self.apply_changes(plan.partition, changes, rows)?;
+        self.apply_changes(plan.partition, changes, &cmd.principal, rows)?;
         if !records.is_empty() {
             self.partitions.insert(
                 plan.partition,
@@ -410,6 +497,7 @@ impl Kernel {
         &mut self,
         tenant: TenantId,
         mut changes: Vec<(Position, Change)>,
+        principal: &str,
         rows: &mut dyn RowStore,
     ) -> Result<(), KernelError> {
         for (position, change) in &mut changes {
@@ -445,6 +533,9 @@ impl Kernel {
                     },
                 ),
                 Change::TableDropped { name } => self.catalog.drop_table(tenant, &name, position),
+                Change::Module(change) => {
+                    self.apply_module_change(tenant, position, change, principal)
+                }
                 Change::Upsert { .. } | Change::Remove { .. } | Change::None => {}
             }
         }
@@ -473,7 +564,12 @@ impl Kernel {
         let change = self
             .decode_record(tenant, record)
             .map_err(|PayloadError(why)| replay(why))?;
-        self.apply_changes(tenant, vec![(position, change)], rows)?;
+        self.apply_changes(
+            tenant,
+            vec![(position, change)],
+            &record.header.meta.principal,
+            rows,
+        )?;
         let partition = self.partition(tenant);
         self.partitions.insert(
             tenant,
@@ -584,10 +680,13 @@ impl Kernel {
                     )),
                 }
             }
+            (RecordKind::DeployProjection | RecordKind::DeployPolicy, event_type) => {
+                self.decode_module_record(tenant, meta.kind, event_type, &meta.principal, bytes)
+            }
             (RecordKind::Catalog | RecordKind::Ddl, other) => {
                 refuse(format!("unknown {} event type `{other}`", meta.kind))
             }
-            // Projections, policies, keys and erasure belong to later layers; the kernel's
+            // Keys and erasure belong to later layers; the kernel's
             // state does not change.
             _ => Ok(Change::None),
         }
@@ -764,38 +863,52 @@ impl Kernel {
             .ok_or(KernelError::UnknownTenant(tenant))
     }
 
-    fn plan_append(
-        &self,
-        cmd: &Command,
-        stream: &str,
-        event_type: &str,
-        bytes: &[u8],
-    ) -> Result<Plan, KernelError> {
+    fn plan_append(&self, cmd: &Command, events: &[AppendEvent]) -> Result<Plan, KernelError> {
         let tenant = self.data_tenant(cmd.tenant)?;
-        check_name("stream", stream, NAME_BYTES_MAX, "name_bytes_max")?;
-        check_name("event type", event_type, NAME_BYTES_MAX, "name_bytes_max")?;
-        if bytes.len() > EVENT_PAYLOAD_BYTES_MAX {
+        if events.is_empty() || events.len() > APPEND_EVENTS_MAX {
             return Err(KernelError::Invalid {
-                what: "payload",
+                what: "append",
                 why: format!(
-                    "{} bytes, above event_payload_bytes_max ({EVENT_PAYLOAD_BYTES_MAX} bytes)",
-                    bytes.len()
+                    "{} events; an append carries 1 to append_events_max ({APPEND_EVENTS_MAX})",
+                    events.len()
                 ),
             });
         }
-        if self.catalog.table_at(tenant, stream, None).is_some() {
-            return Err(KernelError::StreamIsTable(stream.to_string()));
+        let mut entries = Vec::with_capacity(events.len());
+        for event in events {
+            check_name("stream", &event.stream, NAME_BYTES_MAX, "name_bytes_max")?;
+            check_name(
+                "event type",
+                &event.event_type,
+                NAME_BYTES_MAX,
+                "name_bytes_max",
+            )?;
+            if event.payload.len() > EVENT_PAYLOAD_BYTES_MAX {
+                return Err(KernelError::Invalid {
+                    what: "payload",
+                    why: format!(
+                        "{} bytes, above event_payload_bytes_max ({EVENT_PAYLOAD_BYTES_MAX} bytes)",
+                        event.payload.len()
+                    ),
+                });
+            }
+            if self.catalog.table_at(tenant, &event.stream, None).is_some() {
+                return Err(KernelError::StreamIsTable(event.stream.clone()));
+            }
+            entries.push(Entry {
+                kind: RecordKind::Event,
+                event_type: event.event_type.clone(),
+                stream: event.stream.clone(),
+                payload: event.payload.clone(),
+                change: Change::None,
+            });
         }
         Ok(Plan {
             partition: tenant,
-            entries: vec![Entry {
-                kind: RecordKind::Event,
-                event_type: event_type.to_string(),
-                stream: stream.to_string(),
-                payload: bytes.to_vec(),
-                change: Change::None,
-            }],
-            outcome: Outcome::Appended,
+            entries,
+            outcome: Outcome::Appended {
+                count: events.len() as u64,
+            },
         })
     }
 
@@ -846,6 +959,14 @@ impl Kernel {
         tenant: TenantId,
         create: sql::CreateTable,
     ) -> Result<(Vec<Entry>, Outcome), KernelError> {
+        let view_user = self
+            .catalog
+            .tenant(tenant)
+            .and_then(|state| state.table_name_user(&create.name, None))
+            .filter(|_| self.catalog.table_at(tenant, &create.name, None).is_none());
+        if let Some(user) = view_user {
+            return Err(KernelError::NameInUse(user));
+        }
         if self.catalog.table_at(tenant, &create.name, None).is_some() {
             if create.if_not_exists {
                 let notice = format!("table `{}` already exists; nothing created", create.name);
@@ -1294,6 +1415,9 @@ fn check_tenant_name(name: &str) -> Result<(), KernelError> {
     }
     Ok(())
 }
+
+mod deploy;
+pub use deploy::ViewSchema;
 
 #[cfg(test)]
 mod tests;

@@ -7,6 +7,7 @@
 //! - `Kernel`: commands → validated records → applied state; replay of stored records.
 //! - `store`: the `RowStore` trait the native table projection writes through, and its
 //!   in-memory model.
+//! - `modules`: deployed Wasm projections (with versions) and masking policies.
 //! - `payload`: the JSON of every record the kernel writes.
 //!
 //! **Architecture invariant:** the kernel does no I/O and reads no clock; the same
@@ -18,6 +19,7 @@ pub mod expr;
 pub mod hex;
 mod kernel;
 pub mod limits;
+pub mod modules;
 pub mod payload;
 pub mod sql;
 pub mod store;
@@ -27,7 +29,8 @@ pub mod value;
 pub use catalog::{Action, BuiltinRole, Catalog, TableDef, Tenant, Token};
 pub use error::ErrorClass;
 pub use kernel::{
-    Command, CommandBody, Effects, Kernel, KernelError, Outcome, Partition, describe_tables,
+    AppendEvent, Command, CommandBody, Effects, Kernel, KernelError, Outcome, Partition,
+    ViewSchema, describe_tables,
 };
 pub use store::{MemoryRowStore, RowStore, StoreError};
 pub use value::{Column, ColumnType, Position, Row, SYSTEM_TENANT, TableId, TenantId, Value};

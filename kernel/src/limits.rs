@@ -46,3 +46,18 @@ pub const REASON_BYTES_MAX: usize = 4_096;
 
 /// One TEXT or BYTES value stored in a table.
 pub const VALUE_BYTES_MAX: usize = 1 << 20;
+
+/// Bytes of a deployed Wasm module (projection or policy). Its bytes go into the log.
+pub const MODULE_BYTES_MAX: usize = 8 << 20;
+/// The log record payload a module is cut into (records carry at most 1 MiB).
+pub const MODULE_CHUNK_BYTES: usize = 512 << 10;
+/// Bytes of a module's deploy-time configuration.
+pub const MODULE_CONFIG_BYTES_MAX: usize = 64 << 10;
+/// Tables one projection may maintain.
+pub const PROJECTION_TABLES_MAX: usize = 64;
+/// Tables and views one policy may cover.
+pub const POLICY_COVERS_MAX: usize = 256;
+/// Bytes of a fault message kept in the catalog (longer ones are cut).
+pub const FAULT_MESSAGE_BYTES_MAX: usize = 4_096;
+/// Events one `Append` command may carry (they are written atomically).
+pub const APPEND_EVENTS_MAX: usize = 10_000;

@@ -6,13 +6,19 @@
 //! - `query`: SELECT over the views, at the present or AS OF a past position.
 //! - `log_source`: what the query executor reads from the log (`kimberlite.log`,
 //!   `AS OF TIMESTAMP`).
+//! - `runner`: one step of a Wasm projection version over its tenant's log, committed
+//!   atomically with its progress.
+//! - `system_views`: `kimberlite.projections` and `kimberlite.policies`.
 //! - `encoding`: memcomparable keys and compact rows.
 
 pub mod encoding;
 pub mod log_source;
 pub mod query;
+pub mod runner;
 pub mod store;
+pub mod system_views;
 pub mod wasm;
 
 pub use log_source::{LogSource, MemoryLog};
-pub use store::{Applied, ViewRead, ViewStore, ViewWrite};
+pub use runner::{RunnerError, StepOutcome, ViewTables, step};
+pub use store::{Applied, ProjectionProgress, ViewRead, ViewStore, ViewWrite};

@@ -66,6 +66,19 @@ pub struct QueryContext<'a> {
     pub params: &'a [Value],
     /// The point in time for every table without its own AS OF (the protocol's `sql-as-of`).
     pub as_of: Option<AsOf>,
+    /// The tenant's masking policies for this caller; `None`: nothing is masked.
+    pub masker: Option<&'a dyn Masker>,
+}
+
+/// Masks the rows of covered tables and views before the query sees them, so filters,
+/// joins and aggregates only ever work on what the caller may see (a `WHERE ssn = …` on
+/// a masked column cannot probe the clear value).
+pub trait Masker {
+    /// Whether a policy masks the table or view `name`.
+    fn covers(&self, name: &str) -> bool;
+    /// The rows as the caller may see them: as many rows, of the same arity and column
+    /// types (a cell may become NULL). An error fails the query: nothing unmasked leaves.
+    fn mask(&self, table: &str, columns: &[String], rows: Vec<Row>) -> Result<Vec<Row>, String>;
 }
 
 impl std::fmt::Debug for QueryContext<'_> {
@@ -111,7 +124,7 @@ pub enum QueryError {
     #[error("table `{name}` did not exist at position {position}")]
     NotAtPosition { name: String, position: Position },
     #[error(
-        "unknown system view `kimberlite.{name}` (system views: kimberlite.log, kimberlite.tables)"
+        "unknown system view `kimberlite.{name}` (system views: kimberlite.log, kimberlite.tables, kimberlite.projections, kimberlite.policies)"
     )]
     UnknownSystemView { name: String },
     #[error("table name `{0}` appears twice in FROM; give one of them an alias")]
@@ -123,6 +136,16 @@ pub enum QueryError {
     },
     #[error("AS OF TIMESTAMP '{}' is before the first record of the log", kimberlite_kernel::timestamp::format(*.0))]
     BeforeLog(i64),
+    #[error("masking policy failed, so the read was refused: {0}")]
+    Policy(String),
+    #[error(
+        "view `{view}` has applied the log up to position {applied_end} (exclusive); AS OF POSITION {position} is not there yet; retry shortly"
+    )]
+    ViewBehind {
+        view: String,
+        position: Position,
+        applied_end: Position,
+    },
     #[error("AS OF POSITION {position} is not yet applied to this node's views (applied through {}); retry shortly", applied_end.checked_sub(1).map_or("none".to_string(), |last| last.to_string()))]
     NotApplied {
         position: Position,
@@ -165,7 +188,9 @@ impl QueryError {
             | QueryError::WildcardWithGroup => ErrorClass::BadSql,
             QueryError::BeyondLog { .. }
             | QueryError::BeforeLog(_)
-            | QueryError::NotApplied { .. } => ErrorClass::BadRequest,
+            | QueryError::NotApplied { .. }
+            | QueryError::ViewBehind { .. } => ErrorClass::BadRequest,
+            QueryError::Policy(_) => ErrorClass::PolicyFailed,
             QueryError::TooManyRows { .. } | QueryError::BufferFull { .. } => ErrorClass::TooLarge,
         }
     }
@@ -249,6 +274,8 @@ enum SourceKind<'a> {
     Table(&'a TableDef),
     Log,
     Tables,
+    /// A system view computed when the query starts (`kimberlite.projections`, …).
+    Computed(Vec<Row>),
 }
 
 /// One table of the FROM clause, resolved.
@@ -368,15 +395,44 @@ pub fn execute(select: &Select, ctx: &QueryContext<'_>) -> Result<ResultSet, Que
         Vec::new()
     };
 
+    // Tables a policy masks are read whole and masked before anything looks at them.
+    let mut masked = false;
+    if let Some(masker) = ctx.masker {
+        for step in &mut steps {
+            let SourceKind::Table(table) = step.source.kind else {
+                continue;
+            };
+            if !masker.covers(&table.name) {
+                continue;
+            }
+            step.access = Access::Scan;
+            let rows = read_all(step, ctx, &mut stats)?;
+            let names: Vec<String> = table.columns.iter().map(|c| c.name.clone()).collect();
+            let count = rows.len();
+            let rows = masker
+                .mask(&table.name, &names, rows)
+                .map_err(QueryError::Policy)?;
+            if rows.len() != count {
+                return Err(QueryError::Policy(format!(
+                    "the policy returned {} rows for {count}",
+                    rows.len()
+                )));
+            }
+            step.rows = Some(rows);
+            masked = true;
+        }
+    }
+
     // Rows of later tables without a key path are read once, before the loops.
     for step in steps.iter_mut().skip(1) {
-        if !matches!(step.access, Access::Lookup(_)) {
+        if step.rows.is_none() && !matches!(step.access, Access::Lookup(_)) {
             let rows = read_all(step, ctx, &mut stats)?;
             step.rows = Some(rows);
         }
     }
 
-    let presorted = projection.presorted(&steps);
+    // Masking may change key columns, so masked rows are not known to be in key order.
+    let presorted = !masked && projection.presorted(&steps);
     if let ([step], true, false, Some(limit)) =
         (steps.as_mut_slice(), presorted, select.distinct, limit)
         && let Access::Log { first_batch, .. } = &mut step.access
@@ -444,6 +500,14 @@ fn resolve_source<'a>(item: &FromItem, ctx: &QueryContext<'a>) -> Result<Source<
         let (kind, columns) = match item.table.name.as_str() {
             "log" => (SourceKind::Log, log_columns()),
             "tables" => (SourceKind::Tables, tables_columns()),
+            "projections" => (
+                SourceKind::Computed(crate::system_views::projections_rows(ctx)?),
+                crate::system_views::projections_columns(),
+            ),
+            "policies" => (
+                SourceKind::Computed(crate::system_views::policies_rows(ctx)),
+                crate::system_views::policies_columns(),
+            ),
             other => {
                 return Err(QueryError::UnknownSystemView {
                     name: other.to_string(),
@@ -459,6 +523,30 @@ fn resolve_source<'a>(item: &FromItem, ctx: &QueryContext<'a>) -> Result<Source<
         });
     }
     let name = &item.table.name;
+    if let Some((_, version, table)) = ctx.catalog.view(ctx.tenant, name) {
+        if let Some(position) = at {
+            // A view is as far as its projection has applied the log; rows of later
+            // positions would be silently missing.
+            let applied_end = ctx
+                .views
+                .progress(ctx.tenant, version.version)?
+                .map_or(0, |progress| progress.applied_end);
+            if position >= applied_end {
+                return Err(QueryError::ViewBehind {
+                    view: name.clone(),
+                    position,
+                    applied_end,
+                });
+            }
+        }
+        return Ok(Source {
+            qualifier,
+            kind: SourceKind::Table(table),
+            at,
+            columns: table.columns.clone(),
+            offset: 0,
+        });
+    }
     let Some(table) = ctx.catalog.table_at(ctx.tenant, name, at) else {
         let ever = ctx
             .catalog
@@ -555,7 +643,7 @@ fn plan_access(
                 first_batch: LOG_READ_BATCH_RECORDS,
             }
         }
-        SourceKind::Tables => Access::Scan,
+        SourceKind::Tables | SourceKind::Computed(_) => Access::Scan,
     }
 }
 
@@ -670,6 +758,14 @@ fn stream(
                 Some(error) => Err(error),
                 None => Ok(go_on),
             }
+        }
+        (SourceKind::Computed(rows), _) => {
+            for row in rows {
+                if !visit(row.clone())? {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
         }
         (SourceKind::Tables, _) => {
             let history = ctx.catalog.table_history(ctx.tenant);

@@ -182,9 +182,11 @@ impl Harness {
             "append" => {
                 let mut parts = rest.splitn(3, ' ');
                 let body = CommandBody::Append {
-                    stream: parts.next().unwrap().to_string(),
-                    event_type: parts.next().unwrap().to_string(),
-                    payload: parts.next().unwrap_or("").as_bytes().to_vec(),
+                    events: vec![AppendEvent {
+                        stream: parts.next().unwrap().to_string(),
+                        event_type: parts.next().unwrap().to_string(),
+                        payload: parts.next().unwrap_or("").as_bytes().to_vec(),
+                    }],
                 };
                 (self.tenant, body)
             }
@@ -808,7 +810,7 @@ fn appends_and_command_errors() {
               TableCreated { table: "patients" }
               t1@0 ddl CreateTable stream=patients {"table":"patients","columns":[{"name":"id","type":"BIGINT","nullable":false},{"name":"name","type":"TEXT","nullable":false},{"name":"region","type":"TEXT","nullable":true}],"primary_key":["id"]}
             append payments Deposited {"amount":10}
-              Appended
+              Appended { count: 1 }
               t1@1 event Deposited stream=payments {"amount":10}
             append patients RowInserted {"id":9}
               error: stream `patients` is a SQL table; change its rows with INSERT, UPDATE or DELETE
@@ -831,7 +833,7 @@ fn appends_and_command_errors() {
               TableDropped { table: "patients" }
               t1@2 ddl DropTable stream=patients {"table":"patients","table_id":0}
             append patients RowInserted {"id":9}
-              Appended
+              Appended { count: 1 }
               t1@3 event RowInserted stream=patients {"id":9}
             CREATE TABLE patients (id BIGINT PRIMARY KEY, name TEXT NOT NULL, region TEXT)
               TableCreated { table: "patients" }
@@ -1175,9 +1177,11 @@ fn every_bound_is_named_in_its_error() {
         "event payload",
         &mut harness,
         CommandBody::Append {
-            stream: "s".to_string(),
-            event_type: "E".to_string(),
-            payload,
+            events: vec![AppendEvent {
+                stream: "s".to_string(),
+                event_type: "E".to_string(),
+                payload,
+            }],
         },
     );
     let stream = "s".repeat(NAME_BYTES_MAX + 1);
@@ -1185,9 +1189,11 @@ fn every_bound_is_named_in_its_error() {
         "stream name",
         &mut harness,
         CommandBody::Append {
-            stream,
-            event_type: "E".to_string(),
-            payload: Vec::new(),
+            events: vec![AppendEvent {
+                stream,
+                event_type: "E".to_string(),
+                payload: Vec::new(),
+            }],
         },
     );
     harness.reason = "r".repeat(REASON_BYTES_MAX + 1);
@@ -1213,4 +1219,229 @@ fn every_bound_is_named_in_its_error() {
     "#]]
     .assert_eq(&out);
     harness.assert_replay_and_snapshot_agree();
+}
+
+fn view_schema(name: &str) -> ViewSchema {
+    ViewSchema {
+        name: name.to_string(),
+        columns: vec![
+            Column {
+                name: "account".into(),
+                ty: ColumnType::Text,
+                nullable: false,
+            },
+            Column {
+                name: "balance".into(),
+                ty: ColumnType::BigInt,
+                nullable: false,
+            },
+        ],
+        primary_key: vec![0],
+    }
+}
+
+fn deploy(module: &[u8], tables: &[&str]) -> CommandBody {
+    CommandBody::DeployProjection {
+        name: "balances".into(),
+        module: module.to_vec(),
+        config: b"{}".to_vec(),
+        tables: tables.iter().map(|name| view_schema(name)).collect(),
+    }
+}
+
+/// Deploys, rebuilds, activation, faults and rollbacks of projections and policies are
+/// records; replaying them reproduces the catalog exactly.
+#[test]
+fn projection_and_policy_versions_through_records() {
+    let mut harness = Harness::new();
+    harness.run("tenant clinic");
+    harness.run("CREATE TABLE patients (id BIGINT PRIMARY KEY, name TEXT)");
+    let outcome = |harness: &mut Harness, body: CommandBody| {
+        let cmd = harness.command(1, body);
+        match harness.execute(&cmd) {
+            Ok(effects) => format!("{:?} ({} records)", effects.outcome, effects.records.len()),
+            Err(error) => format!("error: {error}"),
+        }
+    };
+    let state = |harness: &Harness| {
+        let tenant = harness.kernel.catalog().tenant(1).unwrap();
+        let projection = tenant.projection("balances").unwrap();
+        format!(
+            "active={:?} target={:?} view={:?}",
+            projection.active,
+            projection.target,
+            tenant
+                .view("balances")
+                .map(|(_, version, table)| (version.version, table.id))
+        )
+    };
+    // A module bigger than one chunk is cut into chunk records before the deploy record.
+    let big = vec![7u8; crate::limits::MODULE_CHUNK_BYTES + 1];
+    let mut out = String::new();
+    out.push_str(&format!(
+        "v1: {}\n",
+        outcome(&mut harness, deploy(&big, &["balances"]))
+    ));
+    out.push_str(&format!("  {}\n", state(&harness)));
+    out.push_str(&format!(
+        "same again: {}\n",
+        outcome(&mut harness, deploy(&big, &["balances"]))
+    ));
+    out.push_str(&format!(
+        "clash with table: {}\n",
+        outcome(&mut harness, deploy(b"m2", &["patients"]))
+    ));
+    out.push_str(&format!(
+        "CREATE TABLE over view: {}\n",
+        harness
+            .run("CREATE TABLE balances (id BIGINT PRIMARY KEY)")
+            .trim()
+    ));
+    out.push_str(&format!(
+        "v2: {}\n",
+        outcome(&mut harness, deploy(b"m2", &["balances"]))
+    ));
+    out.push_str(&format!("  {}\n", state(&harness)));
+    let v2 = harness
+        .kernel
+        .catalog()
+        .tenant(1)
+        .unwrap()
+        .projection("balances")
+        .unwrap()
+        .target
+        .unwrap();
+    out.push_str(&format!(
+        "activate v2: {}\n",
+        outcome(
+            &mut harness,
+            CommandBody::ActivateProjection {
+                name: "balances".into(),
+                version: v2
+            }
+        )
+    ));
+    out.push_str(&format!("  {}\n", state(&harness)));
+    out.push_str(&format!(
+        "rollback: {}\n",
+        outcome(
+            &mut harness,
+            CommandBody::RollbackProjection {
+                name: "balances".into()
+            }
+        )
+    ));
+    out.push_str(&format!("  {}\n", state(&harness)));
+    out.push_str(&format!(
+        "v3: {}\n",
+        outcome(&mut harness, deploy(b"m3", &["balances"]))
+    ));
+    let v3 = harness
+        .kernel
+        .catalog()
+        .tenant(1)
+        .unwrap()
+        .projection("balances")
+        .unwrap()
+        .target
+        .unwrap();
+    let fault = CommandBody::FaultProjection {
+        name: "balances".into(),
+        version: v3,
+        position: 2,
+        message: "the module trapped".into(),
+    };
+    out.push_str(&format!(
+        "fault v3: {}\n",
+        outcome(&mut harness, fault.clone())
+    ));
+    out.push_str(&format!(
+        "fault v3 again: {}\n",
+        outcome(&mut harness, fault)
+    ));
+    out.push_str(&format!(
+        "activate faulted v3: {}\n",
+        outcome(
+            &mut harness,
+            CommandBody::ActivateProjection {
+                name: "balances".into(),
+                version: v3
+            }
+        )
+    ));
+    let policy = |module: &[u8], name: &str| CommandBody::DeployPolicy {
+        name: name.into(),
+        module: module.to_vec(),
+        config: Vec::new(),
+        covers: vec!["patients".into()],
+    };
+    out.push_str(&format!(
+        "policy v1: {}\n",
+        outcome(&mut harness, policy(b"p1", "phi"))
+    ));
+    out.push_str(&format!(
+        "policy v2: {}\n",
+        outcome(&mut harness, policy(b"p2", "phi"))
+    ));
+    out.push_str(&format!(
+        "other policy, same table: {}\n",
+        outcome(&mut harness, policy(b"p3", "other"))
+    ));
+    let active_policy = |harness: &Harness| {
+        let tenant = harness.kernel.catalog().tenant(1).unwrap();
+        tenant
+            .policy_covering("patients")
+            .map(|(_, version)| version.version)
+    };
+    out.push_str(&format!("  covering: {:?}\n", active_policy(&harness)));
+    out.push_str(&format!(
+        "policy rollback: {}\n",
+        outcome(
+            &mut harness,
+            CommandBody::RollbackPolicy { name: "phi".into() }
+        )
+    ));
+    out.push_str(&format!("  covering: {:?}\n", active_policy(&harness)));
+    out.push_str(&format!(
+        "policy rollback again: {}\n",
+        outcome(
+            &mut harness,
+            CommandBody::RollbackPolicy { name: "phi".into() }
+        )
+    ));
+    out.push_str(&format!(
+        "unknown: {}\n",
+        outcome(
+            &mut harness,
+            CommandBody::RollbackPolicy {
+                name: "nope".into()
+            }
+        )
+    ));
+    harness.assert_replay_and_snapshot_agree();
+    expect![[r#"
+        v1: ProjectionDeployed { name: "balances" } (3 records)
+          active=Some(3) target=None view=Some((3, 3))
+        same again: Skipped { notice: "projection `balances` already runs this module (version 3); nothing deployed" } (0 records)
+        clash with table: error: a SQL table `patients` exists; projection `balances` wants a view of that name
+        CREATE TABLE over view: error: `balances` is a view of projection `balances`
+        v2: ProjectionDeployed { name: "balances" } (2 records)
+          active=Some(3) target=Some(5) view=Some((3, 3))
+        activate v2: ProjectionActivated { name: "balances", version: 5 } (1 records)
+          active=Some(5) target=None view=Some((5, 5))
+        rollback: ProjectionRolledBack { name: "balances", to: Some(3) } (1 records)
+          active=Some(5) target=Some(3) view=Some((5, 5))
+        v3: ProjectionDeployed { name: "balances" } (2 records)
+        fault v3: ProjectionFaulted { name: "balances", version: 9 } (1 records)
+        fault v3 again: Skipped { notice: "version 9 of `balances` already faulted at position 2" } (0 records)
+        activate faulted v3: error: invalid projection version: version 9 of `balances` is not a healthy version being built; it cannot be activated
+        policy v1: PolicyDeployed { name: "phi" } (2 records)
+        policy v2: PolicyDeployed { name: "phi" } (2 records)
+        other policy, same table: error: invalid policy: table `patients` is already masked by policy `phi`; deploy a new version of that policy instead
+          covering: Some(14)
+        policy rollback: PolicyRolledBack { name: "phi", to: 12 } (1 records)
+          covering: Some(12)
+        policy rollback again: error: invalid rollback: policy `phi` has no earlier version to return to
+        unknown: error: unknown policy `nope`
+    "#]].assert_eq(&out);
 }

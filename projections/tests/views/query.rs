@@ -127,6 +127,7 @@ impl Node {
             log: &self.log,
             params,
             as_of,
+            masker: None,
         };
         execute(select, &ctx)
     }
@@ -167,9 +168,11 @@ impl Node {
             "append" => {
                 let mut parts = rest.splitn(3, ' ');
                 let body = CommandBody::Append {
-                    stream: parts.next().unwrap().to_string(),
-                    event_type: parts.next().unwrap().to_string(),
-                    payload: parts.next().unwrap_or("").as_bytes().to_vec(),
+                    events: vec![kimberlite_kernel::AppendEvent {
+                        stream: parts.next().unwrap().to_string(),
+                        event_type: parts.next().unwrap().to_string(),
+                        payload: parts.next().unwrap_or("").as_bytes().to_vec(),
+                    }],
                 };
                 self.command(1, body).map_or_else(
                     |error| format!("{line}\n  error: {error}\n"),
@@ -796,7 +799,7 @@ fn the_log_system_view() {
               1
               (read: 0 scanned, 0 key lookups, 18 log headers)
             ? SELECT * FROM kimberlite.logs
-              error: unknown system view `kimberlite.logs` (system views: kimberlite.log, kimberlite.tables)
+              error: unknown system view `kimberlite.logs` (system views: kimberlite.log, kimberlite.tables, kimberlite.projections, kimberlite.policies)
         "#]],
     );
 }
@@ -997,6 +1000,7 @@ fn lagging_views_and_unreadable_logs_are_reported() {
         log: &BrokenLog,
         params: &[],
         as_of: None,
+        masker: None,
     };
     out.push_str(&format!(
         "broken log: {}\n",

@@ -1,0 +1,137 @@
+//! `kimberlite.projections` and `kimberlite.policies`: the deployed Wasm of a tenant,
+//! from the catalog (what was deployed, which version serves) and the view store (how far
+//! each version has applied the log, its digest, its fault).
+//!
+//! Both always show the present, whatever AS OF the query asks for: they describe this
+//! node's derived state, not the tenant's data.
+
+use crate::query::{QueryContext, QueryError};
+use kimberlite_kernel::modules::{Policy, Projection, ProjectionVersion};
+use kimberlite_kernel::{Column, ColumnType, Row, Value};
+
+/// Hex digits of a module's BLAKE3 shown in the system views (the full id is in the log).
+const MODULE_ID_SHOWN_HEX: usize = 16;
+
+fn column(name: &str, ty: ColumnType, nullable: bool) -> Column {
+    Column {
+        name: name.to_string(),
+        ty,
+        nullable,
+    }
+}
+
+fn integer(n: u64) -> Value {
+    Value::Integer(i64::try_from(n).unwrap_or(i64::MAX))
+}
+
+/// One row per live or past version of every projection.
+pub fn projections_columns() -> Vec<Column> {
+    vec![
+        column("name", ColumnType::Text, false),
+        column("version", ColumnType::BigInt, false),
+        column("state", ColumnType::Text, false),
+        column("module", ColumnType::Text, false),
+        column("module_bytes", ColumnType::BigInt, false),
+        column("tables", ColumnType::Text, false),
+        column("applied", ColumnType::BigInt, false),
+        column("events", ColumnType::BigInt, false),
+        column("lag", ColumnType::BigInt, false),
+        column("digest", ColumnType::Text, true),
+        column("fault_position", ColumnType::BigInt, true),
+        column("fault", ColumnType::Text, true),
+        column("deployed_by", ColumnType::Text, false),
+    ]
+}
+
+/// `active` (serves queries), `building` (will replace the active one once caught up),
+/// `faulted`, or `retired`.
+pub fn version_state(projection: &Projection, version: &ProjectionVersion) -> &'static str {
+    if version.fault.is_some() {
+        "faulted"
+    } else if projection.active == Some(version.version) {
+        "active"
+    } else if projection.target == Some(version.version) {
+        "building"
+    } else {
+        "retired"
+    }
+}
+
+pub fn projections_rows(ctx: &QueryContext<'_>) -> Result<Vec<Row>, QueryError> {
+    let Some(tenant) = ctx.catalog.tenant(ctx.tenant) else {
+        return Ok(Vec::new());
+    };
+    let end = ctx.log.end();
+    let mut rows = Vec::new();
+    for projection in tenant.projections() {
+        for version in &projection.versions {
+            let progress = ctx.views.progress(ctx.tenant, version.version)?;
+            let applied = progress.as_ref().map_or(0, |p| p.applied_end);
+            let tables: Vec<&str> = version.tables.iter().map(|t| t.name.as_str()).collect();
+            rows.push(vec![
+                Value::Text(projection.name.clone()),
+                integer(version.version),
+                Value::Text(version_state(projection, version).to_string()),
+                Value::Text(version.module.blake3[..MODULE_ID_SHOWN_HEX].to_string()),
+                integer(version.module.bytes),
+                Value::Text(tables.join(", ")),
+                integer(applied),
+                integer(progress.as_ref().map_or(0, |p| p.events_applied)),
+                integer(end.saturating_sub(applied)),
+                progress.as_ref().map_or(Value::Null, |p| {
+                    Value::Text(p.digest.iter().map(|b| format!("{b:02x}")).collect())
+                }),
+                version
+                    .fault
+                    .as_ref()
+                    .map_or(Value::Null, |fault| integer(fault.position)),
+                version
+                    .fault
+                    .as_ref()
+                    .map_or(Value::Null, |fault| Value::Text(fault.message.clone())),
+                Value::Text(version.deployed_by.clone()),
+            ]);
+        }
+    }
+    Ok(rows)
+}
+
+/// One row per version of every masking policy.
+pub fn policies_columns() -> Vec<Column> {
+    vec![
+        column("name", ColumnType::Text, false),
+        column("version", ColumnType::BigInt, false),
+        column("state", ColumnType::Text, false),
+        column("module", ColumnType::Text, false),
+        column("module_bytes", ColumnType::BigInt, false),
+        column("covers", ColumnType::Text, false),
+        column("deployed_by", ColumnType::Text, false),
+    ]
+}
+
+pub fn policies_rows(ctx: &QueryContext<'_>) -> Vec<Row> {
+    let Some(tenant) = ctx.catalog.tenant(ctx.tenant) else {
+        return Vec::new();
+    };
+    tenant
+        .policies()
+        .flat_map(|policy: &Policy| {
+            policy.versions.iter().map(move |version| {
+                let state = if policy.active == Some(version.version) {
+                    "active"
+                } else {
+                    "inactive"
+                };
+                vec![
+                    Value::Text(policy.name.clone()),
+                    integer(version.version),
+                    Value::Text(state.to_string()),
+                    Value::Text(version.module.blake3[..MODULE_ID_SHOWN_HEX].to_string()),
+                    integer(version.module.bytes),
+                    Value::Text(version.covers.join(", ")),
+                    Value::Text(version.deployed_by.clone()),
+                ]
+            })
+        })
+        .collect()
+}
