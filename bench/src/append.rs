@@ -16,7 +16,9 @@ use crate::stats::Latencies;
 use crate::{EVENT_BYTES, Settings, run_for, summary};
 use kimberlite::{EmbeddedServer, NodeOptions};
 use kimberlite_client::{Client, ClientConfig, WireEvent};
-use kimberlite_log::{DataKey, KeyRing, LogConfig, NewRecord, NodeKey, PartitionLog, RecordKind, RecordMeta};
+use kimberlite_log::{
+    DataKey, KeyRing, LogConfig, NewRecord, NodeKey, PartitionLog, RecordKind, RecordMeta,
+};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -74,26 +76,39 @@ pub fn run(settings: &Settings, ceiling: &Ceiling) -> anyhow::Result<Appended> {
     for phase in &mut phases {
         let limit = ceiling.records_per_second(phase.batch);
         let ratio = phase.events_per_second / limit;
-        let (p50, p99) = (phase.latencies.quantile_us(0.5), phase.latencies.quantile_us(0.99));
+        let (p50, p99) = (
+            phase.latencies.quantile_us(0.5),
+            phase.latencies.quantile_us(0.99),
+        );
         println!(
             "  {:<50} {:>11.0} {:>9.0} {:>7.3} {:>9.0} {:>9.0}",
             phase.name, phase.events_per_second, limit, ratio, p50, p99
         );
         ratios.insert(format!("{}_to_limit", phase.key), ratio.into());
-        figures.insert(format!("{}_events_per_second", phase.key), phase.events_per_second.into());
+        figures.insert(
+            format!("{}_events_per_second", phase.key),
+            phase.events_per_second.into(),
+        );
         figures.insert(format!("{}_p50_us", phase.key), p50.into());
         figures.insert(format!("{}_p99_us", phase.key), p99.into());
     }
     let batched = phases[0].events_per_second / ceiling.records_per_second(LIMIT_BATCH_RECORDS);
     println!(
         "  aim: batched appends ≥ {AIM_RATIO_TO_LIMIT} of the ceiling: direct log API {batched:.2} ({})",
-        if batched >= AIM_RATIO_TO_LIMIT { "met" } else { "NOT met" }
+        if batched >= AIM_RATIO_TO_LIMIT {
+            "met"
+        } else {
+            "NOT met"
+        }
     );
     figures.insert(
         "ceiling_records_per_second_batch_64".into(),
         ceiling.records_per_second(LIMIT_BATCH_RECORDS).into(),
     );
-    figures.insert("ceiling_records_per_second_batch_1".into(), ceiling.records_per_second(1).into());
+    figures.insert(
+        "ceiling_records_per_second_batch_1".into(),
+        ceiling.records_per_second(1).into(),
+    );
     summary("append", ratios.into(), figures.into());
     Ok(Appended { phases: quic })
 }
@@ -175,7 +190,12 @@ pub async fn over_quic(settings: &Settings) -> anyhow::Result<Vec<Phase>> {
     let admin = Client::connect(&config, None).await?;
     admin.create_tenant("bench", "benchmark").await?;
     admin
-        .sql("bench", "CREATE TABLE events (id BIGINT PRIMARY KEY, body TEXT)", &[], "schema")
+        .sql(
+            "bench",
+            "CREATE TABLE events (id BIGINT PRIMARY KEY, body TEXT)",
+            &[],
+            "schema",
+        )
         .await?;
     let phase = settings.phase();
     let mut phases = Vec::new();

@@ -34,7 +34,8 @@ const RECORD_STRINGS_BYTES: usize = "accounts".len() + "Deposited".len() + "benc
 
 /// Bytes one benchmark record takes on disk: the log's fixed header, tag and trailer, the
 /// metadata strings and the payload.
-pub const RECORD_DISK_BYTES: usize = kimberlite_log::RECORD_BYTES_MIN + RECORD_STRINGS_BYTES + EVENT_BYTES;
+pub const RECORD_DISK_BYTES: usize =
+    kimberlite_log::RECORD_BYTES_MIN + RECORD_STRINGS_BYTES + EVENT_BYTES;
 
 /// The AES-GCM tag and the trailer (hash, CRC, end magic) of a log record.
 const RECORD_TAG_AND_TRAILER_BYTES: usize = 16 + 32 + 4 + 4;
@@ -98,12 +99,25 @@ pub fn run(settings: &Settings) -> anyhow::Result<Ceiling> {
          ({RECORD_DISK_BYTES} bytes on disk), no database"
     );
     println!("  {:<62} {:>14}", "measure", "value");
-    println!("  {:<62} {:>12.0}/s", "SHA-256 + AES-256-GCM + CRC32 per record (1 core)", cpu);
+    println!(
+        "  {:<62} {:>12.0}/s",
+        "SHA-256 + AES-256-GCM + CRC32 per record (1 core)", cpu
+    );
     for (batch, rate) in &disk {
-        println!("  {:<62} {:>12.0}/s", format!("sequential write + fdatasync, {batch} records per sync"), rate);
+        println!(
+            "  {:<62} {:>12.0}/s",
+            format!("sequential write + fdatasync, {batch} records per sync"),
+            rate
+        );
     }
-    println!("  {:<62} {:>11.0} us", "fdatasync latency p50 (4 KiB overwrite)", ceiling.fdatasync_p50_us);
-    println!("  {:<62} {:>11.0} us", "fdatasync latency p99", ceiling.fdatasync_p99_us);
+    println!(
+        "  {:<62} {:>11.0} us",
+        "fdatasync latency p50 (4 KiB overwrite)", ceiling.fdatasync_p50_us
+    );
+    println!(
+        "  {:<62} {:>11.0} us",
+        "fdatasync latency p99", ceiling.fdatasync_p99_us
+    );
     for batch in LIMIT_BATCH_SIZES {
         println!(
             "  {:<62} {:>12.0}/s",
@@ -114,7 +128,10 @@ pub fn run(settings: &Settings) -> anyhow::Result<Ceiling> {
     let mut figures = serde_json::Map::new();
     figures.insert("cpu_records_per_second".into(), cpu.into());
     for (batch, rate) in &disk {
-        figures.insert(format!("disk_records_per_second_batch_{batch}"), (*rate).into());
+        figures.insert(
+            format!("disk_records_per_second_batch_{batch}"),
+            (*rate).into(),
+        );
         figures.insert(
             format!("ceiling_records_per_second_batch_{batch}"),
             ceiling.records_per_second(*batch).into(),
@@ -134,7 +151,6 @@ pub fn run(settings: &Settings) -> anyhow::Result<Ceiling> {
     );
     Ok(ceiling)
 }
-
 
 fn cpu_rate(settings: &Settings) -> anyhow::Result<f64> {
     let cipher = Aes256Gcm::new_from_slice(&[7u8; 32]).expect("32-byte key");

@@ -20,7 +20,10 @@ mod stats;
 mod verify;
 
 #[derive(Debug, Parser)]
-#[command(name = "kimberlite-bench", about = "Kimberlite benchmarks (see bench/README.md)")]
+#[command(
+    name = "kimberlite-bench",
+    about = "Kimberlite benchmarks (see bench/README.md)"
+)]
 struct Cli {
     /// A small version of each suite, well under a minute (smoke checks, CI).
     #[arg(long, global = true)]
@@ -66,7 +69,11 @@ const PHASE_QUICK_MS: u64 = 1_500;
 impl Settings {
     /// How long each measured phase runs.
     pub fn phase(&self) -> Duration {
-        Duration::from_millis(if self.quick { PHASE_QUICK_MS } else { PHASE_FULL_MS })
+        Duration::from_millis(if self.quick {
+            PHASE_QUICK_MS
+        } else {
+            PHASE_FULL_MS
+        })
     }
 
     /// `full` in a full run, `quick` with `--quick`.
@@ -80,11 +87,17 @@ pub const EVENT_BYTES: usize = 256;
 
 /// Prints a suite's machine-readable summary line (the last line of every suite).
 pub fn summary(suite: &str, ratios: serde_json::Value, figures: serde_json::Value) {
-    println!("{}", serde_json::json!({"suite": suite, "ratios": ratios, "figures": figures}));
+    println!(
+        "{}",
+        serde_json::json!({"suite": suite, "ratios": ratios, "figures": figures})
+    );
 }
 
 /// Runs `step` repeatedly for about `phase`; returns (iterations, elapsed).
-pub fn run_for(phase: Duration, mut step: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<(u64, Duration)> {
+pub fn run_for(
+    phase: Duration,
+    mut step: impl FnMut() -> anyhow::Result<()>,
+) -> anyhow::Result<(u64, Duration)> {
     let start = Instant::now();
     let mut iterations = 0;
     while start.elapsed() < phase {
@@ -96,7 +109,9 @@ pub fn run_for(phase: Duration, mut step: impl FnMut() -> anyhow::Result<()>) ->
 
 /// A multi-threaded runtime for the suites that talk to servers.
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }
 
 fn main() -> anyhow::Result<()> {
@@ -105,15 +120,22 @@ fn main() -> anyhow::Result<()> {
     let dir = match cli.dir {
         Some(dir) => dir,
         None => {
-            temporary = tempfile::Builder::new().prefix("kimberlite-bench-").tempdir()?;
+            temporary = tempfile::Builder::new()
+                .prefix("kimberlite-bench-")
+                .tempdir()?;
             temporary.path().to_path_buf()
         }
     };
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let settings = Settings { quick: cli.quick, dir };
+    let settings = Settings {
+        quick: cli.quick,
+        dir,
+    };
     eprintln!(
         "machine: {} cores, {}; data on {}{}",
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
         memory_description(),
         settings.dir.display(),
         if settings.quick { "; --quick" } else { "" }
@@ -150,12 +172,17 @@ fn main() -> anyhow::Result<()> {
                 .map(|figures| appended = Some(figures)),
             Suite::Postgres => postgres::run(&settings, appended.as_ref()),
             Suite::Query => query::run(&settings),
-            Suite::Verify => ceiling(&settings).and_then(|ceiling| verify::run(&settings, &ceiling)),
+            Suite::Verify => {
+                ceiling(&settings).and_then(|ceiling| verify::run(&settings, &ceiling))
+            }
             Suite::Projection => projection::run(&settings),
             Suite::Replicated => replicated::run(&settings),
         };
         match result {
-            Ok(()) => eprintln!("  ({suite:?} took {:.0} s)", started.elapsed().as_secs_f64()),
+            Ok(()) => eprintln!(
+                "  ({suite:?} took {:.0} s)",
+                started.elapsed().as_secs_f64()
+            ),
             // In `all`, one failing suite must not hide the others' results.
             Err(error) if suites.len() > 1 => {
                 eprintln!("suite {suite:?} failed: {error:#}");
@@ -165,7 +192,10 @@ fn main() -> anyhow::Result<()> {
         }
     }
     if !failed.is_empty() {
-        anyhow::bail!("suites failed: {} (their errors are above)", failed.join(", "));
+        anyhow::bail!(
+            "suites failed: {} (their errors are above)",
+            failed.join(", ")
+        );
     }
     Ok(())
 }
@@ -188,5 +218,9 @@ pub fn memory_description() -> String {
 /// JSON lines sees the gap).
 pub fn skip(suite: &str, reason: &str) {
     println!("\nsuite {suite}: skipped: {reason}");
-    summary(suite, serde_json::json!({}), serde_json::json!({"skipped": reason}));
+    summary(
+        suite,
+        serde_json::json!({}),
+        serde_json::json!({"skipped": reason}),
+    );
 }

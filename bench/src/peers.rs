@@ -52,7 +52,11 @@ impl Peer {
 
 impl Drop for Peer {
     fn drop(&mut self) {
-        let status = Command::new("bash").arg(&self.script).arg("stop").arg(&self.dir).status();
+        let status = Command::new("bash")
+            .arg(&self.script)
+            .arg("stop")
+            .arg(&self.dir)
+            .status();
         if !matches!(status, Ok(status) if status.success()) {
             eprintln!(
                 "warning: `{} stop {}` failed ({status:?}); stop the peer and delete the directory by hand",
@@ -73,10 +77,19 @@ pub fn scripts_dir() -> PathBuf {
 
 /// A `base` such that every `base + offset` is a free TCP port on loopback.
 pub fn free_ports(offsets: &[u16]) -> anyhow::Result<u16> {
-    let seed = std::process::id() as u64 ^ std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos() as u64;
+    let seed = std::process::id() as u64
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_nanos() as u64;
     for attempt in 0..PORT_ATTEMPTS_MAX as u64 {
-        let base = PORT_FIRST + ((seed.wrapping_mul(6364136223846793005).wrapping_add(attempt * 7919)) % PORT_SPAN as u64) as u16;
-        let free = offsets.iter().all(|offset| std::net::TcpListener::bind(("127.0.0.1", base + offset)).is_ok());
+        let base = PORT_FIRST
+            + ((seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(attempt * 7919))
+                % PORT_SPAN as u64) as u16;
+        let free = offsets
+            .iter()
+            .all(|offset| std::net::TcpListener::bind(("127.0.0.1", base + offset)).is_ok());
         if free {
             return Ok(base);
         }

@@ -34,7 +34,8 @@ const AIM_APPEND_RATIO: f64 = 10.0;
 
 const INSERT_EVENTS: &str = "INSERT INTO events (stream, event_type, payload) \
      SELECT 'accounts', 'Deposited', payload FROM unnest($1::bytea[]) AS payload";
-const INSERT_EVENT: &str = "INSERT INTO events (stream, event_type, payload) VALUES ('accounts', 'Deposited', $1)";
+const INSERT_EVENT: &str =
+    "INSERT INTO events (stream, event_type, payload) VALUES ('accounts', 'Deposited', $1)";
 const SELECT_CURRENT: &str = "SELECT id, body FROM items WHERE id = $1";
 /// AS OF POSITION in PostgreSQL: the live row if it was written at or before the position,
 /// else the history version whose range contains it. Both are primary-key lookups.
@@ -65,25 +66,53 @@ pub fn run(settings: &Settings, appended: Option<&Appended>) -> anyhow::Result<(
         let mut ours = ours;
         let ratio = ours.events_per_second / theirs.events_per_second;
         worst_append = worst_append.min(ratio);
-        let (our_p50, their_p50) = (ours.latencies.quantile_us(0.5), theirs.latencies.quantile_us(0.5));
+        let (our_p50, their_p50) = (
+            ours.latencies.quantile_us(0.5),
+            theirs.latencies.quantile_us(0.5),
+        );
         println!(
             "  {:<48} {:>12.0} {:>12.0} {:>8.2} {:>10.0} {:>10.0}",
-            theirs.name, ours.events_per_second, theirs.events_per_second, ratio, our_p50, their_p50
+            theirs.name,
+            ours.events_per_second,
+            theirs.events_per_second,
+            ratio,
+            our_p50,
+            their_p50
         );
         ratios.insert(format!("{}_append", ours.key), ratio.into());
-        figures.insert(format!("kimberlite_{}_events_per_second", ours.key), ours.events_per_second.into());
-        figures.insert(format!("postgres_{}_events_per_second", ours.key), theirs.events_per_second.into());
+        figures.insert(
+            format!("kimberlite_{}_events_per_second", ours.key),
+            ours.events_per_second.into(),
+        );
+        figures.insert(
+            format!("postgres_{}_events_per_second", ours.key),
+            theirs.events_per_second.into(),
+        );
         figures.insert(format!("postgres_{}_p50_us", ours.key), their_p50.into());
-        figures.insert(format!("postgres_{}_p99_us", ours.key), theirs.latencies.quantile_us(0.99).into());
+        figures.insert(
+            format!("postgres_{}_p99_us", ours.key),
+            theirs.latencies.quantile_us(0.99).into(),
+        );
     }
     println!(
         "  aim: appends ≥ {AIM_APPEND_RATIO}× PostgreSQL: worst phase {worst_append:.2}× ({})",
-        if worst_append >= AIM_APPEND_RATIO { "met" } else { "NOT met" }
+        if worst_append >= AIM_APPEND_RATIO {
+            "met"
+        } else {
+            "NOT met"
+        }
     );
-    let Reads { shape, mut kinds, mut theirs } = reads;
+    let Reads {
+        shape,
+        mut kinds,
+        mut theirs,
+    } = reads;
     println!(
         "  {:<48} {:>12} {:>12} {:>8} {:>10} {:>10}",
-        format!("point lookup, {} rows × {} versions", shape.rows, shape.versions),
+        format!(
+            "point lookup, {} rows × {} versions",
+            shape.rows, shape.versions
+        ),
         "KB p50 us",
         "PG p50 us",
         "ratio",
@@ -91,21 +120,32 @@ pub fn run(settings: &Settings, appended: Option<&Appended>) -> anyhow::Result<(
         "PG p99 us"
     );
     for (ours, theirs) in kinds.iter_mut().zip(theirs.iter_mut()) {
-        let (our_p50, their_p50) = (ours.latencies.quantile_us(0.5), theirs.latencies.quantile_us(0.5));
-        let (our_p99, their_p99) = (ours.latencies.quantile_us(0.99), theirs.latencies.quantile_us(0.99));
+        let (our_p50, their_p50) = (
+            ours.latencies.quantile_us(0.5),
+            theirs.latencies.quantile_us(0.5),
+        );
+        let (our_p99, their_p99) = (
+            ours.latencies.quantile_us(0.99),
+            theirs.latencies.quantile_us(0.99),
+        );
         let ratio = their_p50 / our_p50;
         println!(
             "  {:<48} {:>12.0} {:>12.0} {:>8.2} {:>10.0} {:>10.0}",
             ours.name, our_p50, their_p50, ratio, our_p99, their_p99
         );
         ratios.insert(format!("{}_read_p50", ours.key), ratio.into());
-        ratios.insert(format!("{}_read_p99", ours.key), (their_p99 / our_p99).into());
+        ratios.insert(
+            format!("{}_read_p99", ours.key),
+            (their_p99 / our_p99).into(),
+        );
         figures.insert(format!("kimberlite_{}_p50_us", ours.key), our_p50.into());
         figures.insert(format!("postgres_{}_p50_us", ours.key), their_p50.into());
         figures.insert(format!("kimberlite_{}_p99_us", ours.key), our_p99.into());
         figures.insert(format!("postgres_{}_p99_us", ours.key), their_p99.into());
     }
-    println!("  ratio: appends Kimberlite/PostgreSQL events/s; reads PostgreSQL/Kimberlite latency (>1: Kimberlite faster)");
+    println!(
+        "  ratio: appends Kimberlite/PostgreSQL events/s; reads PostgreSQL/Kimberlite latency (>1: Kimberlite faster)"
+    );
     figures.insert("read_rows".into(), shape.rows.into());
     figures.insert("read_versions".into(), shape.versions.into());
     summary("postgres", ratios.into(), figures.into());
@@ -124,10 +164,14 @@ async fn measure(
     appended: Option<&Appended>,
 ) -> anyhow::Result<(Vec<Phase>, Vec<Phase>, Reads)> {
     let kimberlite_appends = match appended {
-        Some(appended) => ["quic_1_client_batched", "quic_64_clients", "quic_sql_insert"]
-            .iter()
-            .map(|key| appended.phase(key).clone())
-            .collect(),
+        Some(appended) => [
+            "quic_1_client_batched",
+            "quic_64_clients",
+            "quic_sql_insert",
+        ]
+        .iter()
+        .map(|key| appended.phase(key).clone())
+        .collect(),
         None => crate::append::over_quic(settings).await?,
     };
     let phase = settings.phase();
@@ -136,7 +180,9 @@ async fn measure(
 
     // 1 client, 64 events per request: one multi-row INSERT (one transaction, one commit).
     let insert = client.prepare(INSERT_EVENTS).await?;
-    let payloads: Vec<Vec<u8>> = (0..REQUEST_EVENTS).map(|_| vec![b'x'; EVENT_BYTES]).collect();
+    let payloads: Vec<Vec<u8>> = (0..REQUEST_EVENTS)
+        .map(|_| vec![b'x'; EVENT_BYTES])
+        .collect();
     let mut latencies = Latencies::default();
     let start = Instant::now();
     let mut events = 0usize;
@@ -162,9 +208,14 @@ async fn measure(
     let mut latencies = Latencies::default();
     let start = Instant::now();
     while start.elapsed() < phase {
-        let values: Vec<String> = (next_id..next_id + INSERT_ROWS).map(|id| format!("({id}, '{body}')")).collect();
+        let values: Vec<String> = (next_id..next_id + INSERT_ROWS)
+            .map(|id| format!("({id}, '{body}')"))
+            .collect();
         next_id += INSERT_ROWS;
-        let sql = format!("INSERT INTO records (id, body) VALUES {}", values.join(", "));
+        let sql = format!(
+            "INSERT INTO records (id, body) VALUES {}",
+            values.join(", ")
+        );
         let sent = Instant::now();
         client.batch_execute(&sql).await?;
         latencies.record(sent.elapsed());
@@ -187,7 +238,9 @@ async fn connect(port: u16) -> anyhow::Result<tokio_postgres::Client> {
         tokio_postgres::NoTls,
     )
     .await
-    .map_err(|error| anyhow::anyhow!("cannot connect to the benchmark's PostgreSQL on port {port}: {error}"))?;
+    .map_err(|error| {
+        anyhow::anyhow!("cannot connect to the benchmark's PostgreSQL on port {port}: {error}")
+    })?;
     tokio::spawn(async move {
         if let Err(error) = connection.await {
             eprintln!("PostgreSQL connection ended: {error}");
@@ -266,12 +319,19 @@ async fn reads(settings: &Settings, port: u16) -> anyhow::Result<Reads> {
             let rows = if index == 0 {
                 theirs.query(&current, &[&(id as i64)]).await?
             } else {
-                theirs.query(&as_of, &[&(id as i64), &postgres_ends[version]]).await?
+                theirs
+                    .query(&as_of, &[&(id as i64), &postgres_ends[version]])
+                    .await?
             };
             kind.latencies.record(sent.elapsed());
             let rows: Vec<Vec<WireValue>> = rows
                 .iter()
-                .map(|row| vec![WireValue::Integer(row.get::<_, i64>(0)), WireValue::Text(row.get::<_, String>(1))])
+                .map(|row| {
+                    vec![
+                        WireValue::Integer(row.get::<_, i64>(0)),
+                        WireValue::Text(row.get::<_, String>(1)),
+                    ]
+                })
                 .collect();
             query::check_answer(&rows, id, version)?;
         }
@@ -279,7 +339,11 @@ async fn reads(settings: &Settings, port: u16) -> anyhow::Result<Reads> {
     drop(ours);
     server.stop().await?;
     std::fs::remove_dir_all(&dir)?;
-    Ok(Reads { shape, kinds, theirs: their_kinds })
+    Ok(Reads {
+        shape,
+        kinds,
+        theirs: their_kinds,
+    })
 }
 
 /// Writes the versions into PostgreSQL in rounds like `query::load_kimberlite`; returns the
@@ -292,7 +356,9 @@ async fn load_postgres(port: u16, shape: Shape) -> anyhow::Result<Vec<i64>> {
         let insert = client
             .prepare("INSERT INTO items (id, body) SELECT id, body FROM unnest($1::bigint[], $2::text[]) AS t(id, body)")
             .await?;
-        let update = client.prepare("UPDATE items SET body = $1 WHERE id = ANY($2::bigint[])").await?;
+        let update = client
+            .prepare("UPDATE items SET body = $1 WHERE id = ANY($2::bigint[])")
+            .await?;
         clients.push(Arc::new((client, insert, update)));
     }
     let head = connect(port).await?;
@@ -306,18 +372,25 @@ async fn load_postgres(port: u16, shape: Shape) -> anyhow::Result<Vec<i64>> {
         let mut tasks = Vec::new();
         for (lane, client) in clients.iter().enumerate() {
             let client = client.clone();
-            let mine: Vec<std::ops::Range<usize>> =
-                chunks.iter().skip(lane).step_by(LOAD_STATEMENTS_IN_FLIGHT).cloned().collect();
+            let mine: Vec<std::ops::Range<usize>> = chunks
+                .iter()
+                .skip(lane)
+                .step_by(LOAD_STATEMENTS_IN_FLIGHT)
+                .cloned()
+                .collect();
             let bar = bar.clone();
             tasks.push(tokio::spawn(async move {
                 let (client, insert, update) = &*client;
                 for chunk in mine {
                     let ids: Vec<i64> = chunk.clone().map(|id| id as i64).collect();
                     let written = if version == 0 {
-                        let bodies: Vec<String> = chunk.clone().map(|id| query::body(id, 0)).collect();
+                        let bodies: Vec<String> =
+                            chunk.clone().map(|id| query::body(id, 0)).collect();
                         client.execute(insert, &[&ids, &bodies]).await?
                     } else {
-                        client.execute(update, &[&query::body(chunk.start, version), &ids]).await?
+                        client
+                            .execute(update, &[&query::body(chunk.start, version), &ids])
+                            .await?
                     };
                     bar.inc(written);
                 }
@@ -327,7 +400,9 @@ async fn load_postgres(port: u16, shape: Shape) -> anyhow::Result<Vec<i64>> {
         for task in tasks {
             task.await??;
         }
-        let row = head.query_one("SELECT position FROM audit_head", &[]).await?;
+        let row = head
+            .query_one("SELECT position FROM audit_head", &[])
+            .await?;
         round_ends.push(row.get::<_, i64>(0));
     }
     bar.finish_and_clear();

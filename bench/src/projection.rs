@@ -12,7 +12,9 @@
 
 use crate::{Settings, summary};
 use kimberlite_kernel::{Row, Value};
-use kimberlite_projections::wasm::{BATCH_EVENTS_MAX, Change, Engine, Event, MemoryView, ViewLookup};
+use kimberlite_projections::wasm::{
+    BATCH_EVENTS_MAX, Change, Engine, Event, MemoryView, ViewLookup,
+};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -34,7 +36,9 @@ const MODULE_PATH: &str = "target/guests/wasm32-unknown-unknown/release/account_
 fn module_path() -> PathBuf {
     match std::env::var_os("KIMBERLITE_BENCH_GUESTS") {
         Some(dir) => PathBuf::from(dir).join("account_balances.wasm"),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(MODULE_PATH),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join(MODULE_PATH),
     }
 }
 
@@ -43,7 +47,10 @@ pub fn run(settings: &Settings) -> anyhow::Result<()> {
     let Ok(bytes) = std::fs::read(&path) else {
         crate::skip(
             "projection",
-            &format!("{} is missing: run `cargo xtask build-guests` first", path.display()),
+            &format!(
+                "{} is missing: run `cargo xtask build-guests` first",
+                path.display()
+            ),
         );
         return Ok(());
     };
@@ -60,10 +67,10 @@ pub fn run(settings: &Settings) -> anyhow::Result<()> {
     let lookup: Arc<dyn ViewLookup> = Arc::new(wasm_view.clone());
     let start = Instant::now();
     for batch in events.chunks(BATCH_EVENTS_MAX) {
-        let changes = module
-            .apply(batch, &lookup)
-            .map_err(|error| anyhow::anyhow!("account-balances failed on the benchmark's events: {error}"))?;
-        wasm_view.apply(&changes);
+        let changes = module.apply(batch, &lookup).map_err(|error| {
+            anyhow::anyhow!("account-balances failed on the benchmark's events: {error}")
+        })?;
+        wasm_view.apply_events(&changes);
     }
     let wasm_seconds = start.elapsed().as_secs_f64();
 
@@ -88,13 +95,26 @@ pub fn run(settings: &Settings) -> anyhow::Result<()> {
         "\nsuite projection: account-balances rebuilt from position 0 of {} events over {ACCOUNTS} accounts, batches of {BATCH_EVENTS_MAX}",
         events.len()
     );
-    println!("  {:<52} {:>12} {:>10}", "implementation", "events/s", "seconds");
-    println!("  {:<52} {:>12.0} {:>10.2}", "Wasm (wasmtime, fuel + memory limits)", wasm_rate, wasm_seconds);
-    println!("  {:<52} {:>12.0} {:>10.2}", "native Rust, same logic and view", native_rate, native_seconds);
+    println!(
+        "  {:<52} {:>12} {:>10}",
+        "implementation", "events/s", "seconds"
+    );
+    println!(
+        "  {:<52} {:>12.0} {:>10.2}",
+        "Wasm (wasmtime, fuel + memory limits)", wasm_rate, wasm_seconds
+    );
+    println!(
+        "  {:<52} {:>12.0} {:>10.2}",
+        "native Rust, same logic and view", native_rate, native_seconds
+    );
     println!("  (compiling the module at deploy: {compile_ms:.0} ms, not counted)");
     println!(
         "  aim: Wasm ≥ {AIM_WASM_OVER_NATIVE} of native: {ratio:.2} ({})",
-        if ratio >= AIM_WASM_OVER_NATIVE { "met" } else { "NOT met" }
+        if ratio >= AIM_WASM_OVER_NATIVE {
+            "met"
+        } else {
+            "NOT met"
+        }
     );
     summary(
         "projection",
@@ -124,11 +144,20 @@ fn events(count: usize) -> Vec<Event> {
             let account = next(ACCOUNTS);
             let amount = 1 + next(1_000);
             let (event_type, payload) = match next(4) {
-                0 | 1 => ("Deposited", format!(r#"{{"account":"acct-{account}","amount":{amount}}}"#)),
-                2 => ("Withdrawn", format!(r#"{{"account":"acct-{account}","amount":{amount}}}"#)),
+                0 | 1 => (
+                    "Deposited",
+                    format!(r#"{{"account":"acct-{account}","amount":{amount}}}"#),
+                ),
+                2 => (
+                    "Withdrawn",
+                    format!(r#"{{"account":"acct-{account}","amount":{amount}}}"#),
+                ),
                 _ => (
                     "Transferred",
-                    format!(r#"{{"from":"acct-{account}","to":"acct-{}","amount":{amount}}}"#, next(ACCOUNTS)),
+                    format!(
+                        r#"{{"from":"acct-{account}","to":"acct-{}","amount":{amount}}}"#,
+                        next(ACCOUNTS)
+                    ),
                 ),
             };
             Event {
@@ -164,7 +193,11 @@ fn native_apply(events: &[Event], view: &MemoryView) -> anyhow::Result<Vec<Chang
     let mut changes: Vec<Change> = Vec::new();
     // Account → index in `changes` of its latest upsert in this batch.
     let mut pending: HashMap<String, usize> = HashMap::new();
-    let mut add = |account: &str, delta: i64, event: &Event, changes: &mut Vec<Change>| -> anyhow::Result<()> {
+    let mut add = |account: &str,
+                   delta: i64,
+                   event: &Event,
+                   changes: &mut Vec<Change>|
+     -> anyhow::Result<()> {
         let balance = match pending.get(account) {
             Some(&index) => match &changes[index] {
                 Change::Upsert { row, .. } => row[1].clone(),
@@ -176,10 +209,15 @@ fn native_apply(events: &[Event], view: &MemoryView) -> anyhow::Result<Vec<Chang
                 .map(|row: Row| row[1].clone())
                 .unwrap_or(Value::Integer(0)),
         };
-        let Value::Integer(balance) = balance else { anyhow::bail!("balance of {account} is not an integer") };
-        let balance = balance
-            .checked_add(delta)
-            .ok_or_else(|| anyhow::anyhow!("balance of `{account}` overflows at position {}", event.position))?;
+        let Value::Integer(balance) = balance else {
+            anyhow::bail!("balance of {account} is not an integer")
+        };
+        let balance = balance.checked_add(delta).ok_or_else(|| {
+            anyhow::anyhow!(
+                "balance of `{account}` overflows at position {}",
+                event.position
+            )
+        })?;
         pending.insert(account.to_string(), changes.len());
         changes.push(Change::Upsert {
             table: "balances".into(),

@@ -88,9 +88,11 @@ impl Ids {
 pub fn progress(what: &str, total: usize) -> ProgressBar {
     let bar = ProgressBar::new(total as u64);
     bar.set_style(
-        ProgressStyle::with_template("  {msg} [{bar:30}] {pos}/{len} row versions, {per_sec}, eta {eta}")
-            .expect("valid template")
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "  {msg} [{bar:30}] {pos}/{len} row versions, {per_sec}, eta {eta}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
     );
     bar.set_message(what.to_string());
     bar
@@ -113,7 +115,13 @@ pub fn run(settings: &Settings) -> anyhow::Result<()> {
         let client = Arc::new(Client::connect(server.client_config(), None).await?);
         client.create_tenant("bench", "benchmark").await?;
         let load = load_kimberlite(&client, shape).await?;
-        let kinds = lookups_kimberlite(&client, shape, &load.round_ends, settings.pick(LOOKUPS_FULL, LOOKUPS_QUICK)).await?;
+        let kinds = lookups_kimberlite(
+            &client,
+            shape,
+            &load.round_ends,
+            settings.pick(LOOKUPS_FULL, LOOKUPS_QUICK),
+        )
+        .await?;
         drop(client);
         server.stop().await?;
         std::fs::remove_dir_all(&dir)?;
@@ -124,15 +132,27 @@ pub fn run(settings: &Settings) -> anyhow::Result<()> {
         "\nsuite query: point lookups over QUIC, {} rows × {} versions (loaded at {:.0} row versions/s through SQL)",
         shape.rows, shape.versions, load.row_versions_per_second
     );
-    println!("  {:<44} {:>9} {:>9} {:>13} {:>13}", "lookup", "p50 us", "p99 us", "p50/current", "p99/current");
-    let (current_p50, current_p99) = (kinds[0].latencies.quantile_us(0.5), kinds[0].latencies.quantile_us(0.99));
+    println!(
+        "  {:<44} {:>9} {:>9} {:>13} {:>13}",
+        "lookup", "p50 us", "p99 us", "p50/current", "p99/current"
+    );
+    let (current_p50, current_p99) = (
+        kinds[0].latencies.quantile_us(0.5),
+        kinds[0].latencies.quantile_us(0.99),
+    );
     let mut ratios = serde_json::Map::new();
     let mut figures = serde_json::Map::new();
     let mut worst: f64 = 0.0;
     for kind in &mut kinds {
-        let (p50, p99) = (kind.latencies.quantile_us(0.5), kind.latencies.quantile_us(0.99));
+        let (p50, p99) = (
+            kind.latencies.quantile_us(0.5),
+            kind.latencies.quantile_us(0.99),
+        );
         let (r50, r99) = (p50 / current_p50, p99 / current_p99);
-        println!("  {:<44} {:>9.0} {:>9.0} {:>13.2} {:>13.2}", kind.name, p50, p99, r50, r99);
+        println!(
+            "  {:<44} {:>9.0} {:>9.0} {:>13.2} {:>13.2}",
+            kind.name, p50, p99, r50, r99
+        );
         figures.insert(format!("{}_p50_us", kind.key), p50.into());
         figures.insert(format!("{}_p99_us", kind.key), p99.into());
         if kind.key != "current" {
@@ -143,11 +163,18 @@ pub fn run(settings: &Settings) -> anyhow::Result<()> {
     }
     println!(
         "  aim: AS OF within {AIM_AS_OF_OVER_CURRENT}× of current at any depth: worst {worst:.2}× ({})",
-        if worst <= AIM_AS_OF_OVER_CURRENT { "met" } else { "NOT met" }
+        if worst <= AIM_AS_OF_OVER_CURRENT {
+            "met"
+        } else {
+            "NOT met"
+        }
     );
     figures.insert("rows".into(), shape.rows.into());
     figures.insert("versions".into(), shape.versions.into());
-    figures.insert("load_row_versions_per_second".into(), load.row_versions_per_second.into());
+    figures.insert(
+        "load_row_versions_per_second".into(),
+        load.row_versions_per_second.into(),
+    );
     summary("query", ratios.into(), figures.into());
     Ok(())
 }
@@ -164,7 +191,12 @@ pub struct Loaded {
 /// Creates `items` and writes `shape.versions` versions of `shape.rows` rows through SQL.
 pub async fn load_kimberlite(client: &Arc<Client>, shape: Shape) -> anyhow::Result<Loaded> {
     client
-        .sql("bench", "CREATE TABLE items (id BIGINT PRIMARY KEY, body TEXT)", &[], "schema")
+        .sql(
+            "bench",
+            "CREATE TABLE items (id BIGINT PRIMARY KEY, body TEXT)",
+            &[],
+            "schema",
+        )
         .await?;
     let bar = progress("loading Kimberlite", shape.rows * shape.versions);
     let start = Instant::now();
@@ -174,7 +206,8 @@ pub async fn load_kimberlite(client: &Arc<Client>, shape: Shape) -> anyhow::Resu
         for first in (0..shape.rows).step_by(STATEMENT_ROWS) {
             let ids = first..(first + STATEMENT_ROWS).min(shape.rows);
             let sql = if version == 0 {
-                let values: Vec<String> = ids.map(|id| format!("({id}, '{}')", body(id, 0))).collect();
+                let values: Vec<String> =
+                    ids.map(|id| format!("({id}, '{}')", body(id, 0))).collect();
                 format!("INSERT INTO items (id, body) VALUES {}", values.join(", "))
             } else {
                 // One body per statement (the id is part of it only for version 0); the
@@ -195,20 +228,28 @@ pub async fn load_kimberlite(client: &Arc<Client>, shape: Shape) -> anyhow::Resu
                 round_end = round_end.max(finish_write(pending.remove(0), &bar).await?);
             }
             let client = client.clone();
-            pending.push(tokio::spawn(async move { client.sql("bench", &sql, &[], "load").await }));
+            pending.push(tokio::spawn(async move {
+                client.sql("bench", &sql, &[], "load").await
+            }));
         }
         for task in pending {
             round_end = round_end.max(finish_write(task, &bar).await?);
         }
         round_ends.push(round_end);
         if bar.is_hidden() {
-            eprintln!("  loaded version {} of {} ({} rows)", version + 1, shape.versions, shape.rows);
+            eprintln!(
+                "  loaded version {} of {} ({} rows)",
+                version + 1,
+                shape.versions,
+                shape.rows
+            );
         }
     }
     bar.finish_and_clear();
     Ok(Loaded {
         round_ends,
-        row_versions_per_second: (shape.rows * shape.versions) as f64 / start.elapsed().as_secs_f64(),
+        row_versions_per_second: (shape.rows * shape.versions) as f64
+            / start.elapsed().as_secs_f64(),
     })
 }
 
@@ -219,9 +260,12 @@ async fn finish_write(task: WriteTask, bar: &ProgressBar) -> anyhow::Result<u64>
     match task.await?? {
         SqlOutcome::Written(outcome) => {
             bar.inc(outcome.rows_affected);
-            let (_, last) = outcome
-                .positions
-                .ok_or_else(|| anyhow::anyhow!("a load statement wrote no log positions: {}", outcome.summary))?;
+            let (_, last) = outcome.positions.ok_or_else(|| {
+                anyhow::anyhow!(
+                    "a load statement wrote no log positions: {}",
+                    outcome.summary
+                )
+            })?;
             Ok(last)
         }
         SqlOutcome::Rows(_) => anyhow::bail!("a load statement answered rows"),
@@ -248,7 +292,11 @@ pub fn kinds(depths: &[usize]) -> Vec<Kind> {
 /// The version lookup kind `index` of `kinds(depths)` must answer.
 pub fn version_of(shape: Shape, depths: &[usize], index: usize) -> usize {
     let newest = shape.versions - 1;
-    if index == 0 { newest } else { newest - depths[index - 1] }
+    if index == 0 {
+        newest
+    } else {
+        newest - depths[index - 1]
+    }
 }
 
 /// Interleaved lookups: one of each kind per round, `lookups` rounds.
@@ -261,7 +309,10 @@ pub async fn lookups_kimberlite(
     let mut kinds = kinds(&shape.depths());
     let mut ids = Ids::new(0x6b696d62);
     for _ in 0..lookups {
-        for (kind, latency) in kinds.iter_mut().zip(lookup_round(client, shape, round_ends, &mut ids).await?) {
+        for (kind, latency) in kinds
+            .iter_mut()
+            .zip(lookup_round(client, shape, round_ends, &mut ids).await?)
+        {
             kind.latencies.record(latency);
         }
     }
@@ -283,10 +334,15 @@ pub async fn lookup_round(
         let sql = if index == 0 {
             "SELECT id, body FROM items WHERE id = $1".to_string()
         } else {
-            format!("SELECT id, body FROM items AS OF POSITION {} WHERE id = $1", round_ends[version])
+            format!(
+                "SELECT id, body FROM items AS OF POSITION {} WHERE id = $1",
+                round_ends[version]
+            )
         };
         let sent = Instant::now();
-        let rows = client.query("bench", &sql, &[WireValue::Integer(id as i64)]).await?;
+        let rows = client
+            .query("bench", &sql, &[WireValue::Integer(id as i64)])
+            .await?;
         latencies.push(sent.elapsed());
         check_answer(&rows.rows, id, version)?;
     }
@@ -297,8 +353,12 @@ pub async fn lookup_round(
 pub fn check_answer(rows: &[Vec<WireValue>], id: usize, version: usize) -> anyhow::Result<()> {
     let tag = format!("v{version}-");
     match rows {
-        [row] if matches!(row.as_slice(), [WireValue::Integer(got), WireValue::Text(text)]
-            if *got == id as i64 && text.starts_with(&tag)) => Ok(()),
+        [row]
+            if matches!(row.as_slice(), [WireValue::Integer(got), WireValue::Text(text)]
+            if *got == id as i64 && text.starts_with(&tag)) =>
+        {
+            Ok(())
+        }
         other => anyhow::bail!("lookup of id {id} expected version {version}, got {other:?}"),
     }
 }

@@ -44,7 +44,14 @@ struct Chain {
 }
 
 impl StateMachine for Chain {
-    fn commit(&mut self, op: u64, _timestamp_ns: u64, _client: u128, _request: u64, command: &[u8]) -> Vec<u8> {
+    fn commit(
+        &mut self,
+        op: u64,
+        _timestamp_ns: u64,
+        _client: u128,
+        _request: u64,
+        command: &[u8],
+    ) -> Vec<u8> {
         let mut hasher = Sha256::new();
         hasher.update(self.head);
         hasher.update(op.to_le_bytes());
@@ -81,19 +88,29 @@ pub fn run(settings: &Settings) -> anyhow::Result<()> {
         let measured = runtime.block_on(async {
             let primary = cluster.primary().await?;
             let single = kimberlite_clients(&cluster, primary, 1, settings.phase(), 1).await?;
-            let many = kimberlite_clients(&cluster, primary, CLIENTS_CONCURRENT, settings.phase(), 2).await?;
+            let many =
+                kimberlite_clients(&cluster, primary, CLIENTS_CONCURRENT, settings.phase(), 2)
+                    .await?;
             anyhow::Ok((single, many))
         });
         cluster.shutdown();
         let (single, many) = measured?;
-        rows.push((format!("kimberlite_{replicas}_replica_1_client"), format!("Kimberlite VSR, {replicas} replica(s), 1 client"), single));
+        rows.push((
+            format!("kimberlite_{replicas}_replica_1_client"),
+            format!("Kimberlite VSR, {replicas} replica(s), 1 client"),
+            single,
+        ));
         rows.push((
             format!("kimberlite_{replicas}_replica_{CLIENTS_CONCURRENT}_clients"),
             format!("Kimberlite VSR, {replicas} replica(s), {CLIENTS_CONCURRENT} clients"),
             many,
         ));
     }
-    let port = free_ports(&(0..ETCD_MEMBERS).flat_map(|member| [member, member + ETCD_PEER_PORT_OFFSET]).collect::<Vec<_>>())?;
+    let port = free_ports(
+        &(0..ETCD_MEMBERS)
+            .flat_map(|member| [member, member + ETCD_PEER_PORT_OFFSET])
+            .collect::<Vec<_>>(),
+    )?;
     let peer = Peer::start("etcd.sh", port)?;
     let etcd = runtime.block_on(async {
         let leader = etcd::leader(port, ETCD_MEMBERS).await?;
@@ -103,7 +120,11 @@ pub fn run(settings: &Settings) -> anyhow::Result<()> {
     });
     drop(peer);
     let (single, many) = etcd?;
-    rows.push(("etcd_3_members_1_client".into(), "etcd, 3 members, 1 client".into(), single));
+    rows.push((
+        "etcd_3_members_1_client".into(),
+        "etcd, 3 members, 1 client".into(),
+        single,
+    ));
     rows.push((
         format!("etcd_3_members_{CLIENTS_CONCURRENT}_clients"),
         format!("etcd, 3 members, {CLIENTS_CONCURRENT} clients"),
@@ -114,16 +135,33 @@ pub fn run(settings: &Settings) -> anyhow::Result<()> {
         "\nsuite replicated: {EVENT_BYTES}-byte commands committed by 3 replicas on loopback. Kimberlite = the VSR \
          replica driver with a MODEL state machine (the node is not wired to VSR yet)"
     );
-    println!("  {:<48} {:>11} {:>10} {:>10}", "system, shape", "commits/s", "p50 us", "p99 us");
+    println!(
+        "  {:<48} {:>11} {:>10} {:>10}",
+        "system, shape", "commits/s", "p50 us", "p99 us"
+    );
     let mut figures = serde_json::Map::new();
     for (key, name, measured) in &mut rows {
-        let (p50, p99) = (measured.latencies.quantile_us(0.5), measured.latencies.quantile_us(0.99));
-        println!("  {:<48} {:>11.0} {:>10.0} {:>10.0}", name, measured.commits_per_second, p50, p99);
-        figures.insert(format!("{key}_commits_per_second"), measured.commits_per_second.into());
+        let (p50, p99) = (
+            measured.latencies.quantile_us(0.5),
+            measured.latencies.quantile_us(0.99),
+        );
+        println!(
+            "  {:<48} {:>11.0} {:>10.0} {:>10.0}",
+            name, measured.commits_per_second, p50, p99
+        );
+        figures.insert(
+            format!("{key}_commits_per_second"),
+            measured.commits_per_second.into(),
+        );
         figures.insert(format!("{key}_p50_us"), p50.into());
         figures.insert(format!("{key}_p99_us"), p99.into());
     }
-    let find = |key: &str| rows.iter().find(|(k, ..)| k == key).map(|(_, _, m)| m).expect("measured");
+    let find = |key: &str| {
+        rows.iter()
+            .find(|(k, ..)| k == key)
+            .map(|(_, _, m)| m)
+            .expect("measured")
+    };
     let many = format!("{CLIENTS_CONCURRENT}_clients");
     let ours = find(&format!("kimberlite_3_replica_{many}"));
     let theirs = find(&format!("etcd_3_members_{many}"));
@@ -155,7 +193,9 @@ struct Cluster {
 
 impl Cluster {
     fn start(settings: &Settings, replica_count: u8) -> anyhow::Result<Cluster> {
-        let directory = tempfile::Builder::new().prefix("replicated-").tempdir_in(&settings.dir)?;
+        let directory = tempfile::Builder::new()
+            .prefix("replicated-")
+            .tempdir_in(&settings.dir)?;
         let identities: Vec<ReplicaIdentity> = (0..replica_count)
             .map(|_| {
                 let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])?;
@@ -165,7 +205,10 @@ impl Cluster {
                 })
             })
             .collect::<Result<_, _>>()?;
-        let fingerprints: Vec<CertificateFingerprint> = identities.iter().map(ReplicaIdentity::fingerprint).collect();
+        let fingerprints: Vec<CertificateFingerprint> = identities
+            .iter()
+            .map(ReplicaIdentity::fingerprint)
+            .collect();
         let addresses = free_udp_addresses(replica_count as usize)?;
         let mut drivers = Vec::new();
         for replica in 0..replica_count {
@@ -180,7 +223,10 @@ impl Cluster {
             };
             drivers.push(ReplicaDriver::start(&config, Chain::default())?);
         }
-        Ok(Cluster { drivers, _directory: directory })
+        Ok(Cluster {
+            drivers,
+            _directory: directory,
+        })
     }
 
     /// Waits for a primary in normal status; returns its index.
@@ -188,7 +234,11 @@ impl Cluster {
         let deadline = Instant::now() + Duration::from_millis(ELECTION_TIMEOUT_MS);
         loop {
             let statuses: Vec<_> = self.drivers.iter().map(ReplicaDriver::status).collect();
-            if let Some(status) = statuses.iter().filter(|status| status.accepting_requests).max_by_key(|status| status.view) {
+            if let Some(status) = statuses
+                .iter()
+                .filter(|status| status.accepting_requests)
+                .max_by_key(|status| status.view)
+            {
                 return Ok(status.replica as usize);
             }
             if Instant::now() > deadline {
@@ -211,7 +261,10 @@ fn free_udp_addresses(count: usize) -> anyhow::Result<Vec<SocketAddr>> {
     let sockets = (0..count)
         .map(|_| std::net::UdpSocket::bind("127.0.0.1:0"))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(sockets.iter().map(|socket| socket.local_addr()).collect::<Result<_, _>>()?)
+    Ok(sockets
+        .iter()
+        .map(|socket| socket.local_addr())
+        .collect::<Result<_, _>>()?)
 }
 
 /// `clients` clients (ids distinct per `generation`) each submitting commands one at a time
@@ -224,9 +277,14 @@ async fn kimberlite_clients(
     generation: u128,
 ) -> anyhow::Result<Measured> {
     let driver = &cluster.drivers[primary];
-    let ids: Vec<u128> = (1..=clients as u128).map(|client| generation << 64 | client).collect();
+    let ids: Vec<u128> = (1..=clients as u128)
+        .map(|client| generation << 64 | client)
+        .collect();
     for &client in &ids {
-        driver.register(client).await.map_err(|error| anyhow::anyhow!("registering client {client:x}: {error}"))?;
+        driver
+            .register(client)
+            .await
+            .map_err(|error| anyhow::anyhow!("registering client {client:x}: {error}"))?;
     }
     let command = vec![0x42u8; EVENT_BYTES];
     let start = Instant::now();
@@ -253,11 +311,16 @@ async fn kimberlite_clients(
     for result in futures_join_all(submissions).await {
         latencies.extend(result?);
     }
-    Ok(Measured { commits_per_second: latencies.len() as f64 / start.elapsed().as_secs_f64(), latencies })
+    Ok(Measured {
+        commits_per_second: latencies.len() as f64 / start.elapsed().as_secs_f64(),
+        latencies,
+    })
 }
 
 /// Runs futures concurrently on the current task and collects their outputs in order.
-async fn futures_join_all<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
+async fn futures_join_all<F: std::future::Future>(
+    futures: impl Iterator<Item = F>,
+) -> Vec<F::Output> {
     let mut set = Vec::new();
     for future in futures {
         set.push(Box::pin(future));
@@ -273,10 +336,17 @@ async fn futures_join_all<F: std::future::Future>(futures: impl Iterator<Item = 
                 }
             }
         }
-        if pending { std::task::Poll::Pending } else { std::task::Poll::Ready(()) }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
     })
     .await;
-    outputs.into_iter().map(|output| output.expect("every future finished")).collect()
+    outputs
+        .into_iter()
+        .map(|output| output.expect("every future finished"))
+        .collect()
 }
 
 /// etcd's gRPC API, the two calls the suite needs, with messages declared by hand (field
@@ -328,7 +398,9 @@ mod etcd {
         Ok(Channel::from_shared(format!("http://127.0.0.1:{port}"))?
             .connect()
             .await
-            .map_err(|error| anyhow::anyhow!("cannot connect to etcd on 127.0.0.1:{port}: {error}"))?)
+            .map_err(|error| {
+                anyhow::anyhow!("cannot connect to etcd on 127.0.0.1:{port}: {error}")
+            })?)
     }
 
     async fn unary<Q, A>(channel: Channel, path: &'static str, request: Q) -> anyhow::Result<A>
@@ -337,10 +409,16 @@ mod etcd {
         A: prost::Message + Default + Send + Sync + 'static,
     {
         let mut grpc = tonic::client::Grpc::new(channel);
-        grpc.ready().await.map_err(|error| anyhow::anyhow!("etcd is not ready: {error}"))?;
+        grpc.ready()
+            .await
+            .map_err(|error| anyhow::anyhow!("etcd is not ready: {error}"))?;
         let codec = tonic_prost::ProstCodec::<Q, A>::default();
         let response = grpc
-            .unary(tonic::Request::new(request), PathAndQuery::from_static(path), codec)
+            .unary(
+                tonic::Request::new(request),
+                PathAndQuery::from_static(path),
+                codec,
+            )
             .await
             .map_err(|status| anyhow::anyhow!("etcd {path}: {status}"))?;
         Ok(response.into_inner())
@@ -349,12 +427,23 @@ mod etcd {
     /// The client port of the current leader.
     pub async fn leader(base: u16, members: u16) -> anyhow::Result<u16> {
         for port in base..base + members {
-            let status: StatusResponse = unary(channel(port).await?, "/etcdserverpb.Maintenance/Status", StatusRequest {}).await?;
-            if status.header.is_some_and(|header| header.member_id == status.leader) {
+            let status: StatusResponse = unary(
+                channel(port).await?,
+                "/etcdserverpb.Maintenance/Status",
+                StatusRequest {},
+            )
+            .await?;
+            if status
+                .header
+                .is_some_and(|header| header.member_id == status.leader)
+            {
                 return Ok(port);
             }
         }
-        anyhow::bail!("no etcd member on ports {base}..{} says it is the leader", base + members)
+        anyhow::bail!(
+            "no etcd member on ports {base}..{} says it is the leader",
+            base + members
+        )
     }
 
     /// `clients` clients, each with its own connection and one put in flight, for `phase`.
@@ -372,13 +461,22 @@ mod etcd {
                 let mut latencies = Latencies::default();
                 let mut request = 0u64;
                 while start.elapsed() < phase {
-                    let put = PutRequest { key: format!("bench/{client}/{request}").into_bytes(), value: value.clone() };
+                    let put = PutRequest {
+                        key: format!("bench/{client}/{request}").into_bytes(),
+                        value: value.clone(),
+                    };
                     let sent = Instant::now();
-                    grpc.ready().await.map_err(|error| anyhow::anyhow!("etcd is not ready: {error}"))?;
-                    let codec = tonic_prost::ProstCodec::<PutRequest, PutResponse>::default();
-                    grpc.unary(tonic::Request::new(put), PathAndQuery::from_static("/etcdserverpb.KV/Put"), codec)
+                    grpc.ready()
                         .await
-                        .map_err(|status| anyhow::anyhow!("etcd put: {status}"))?;
+                        .map_err(|error| anyhow::anyhow!("etcd is not ready: {error}"))?;
+                    let codec = tonic_prost::ProstCodec::<PutRequest, PutResponse>::default();
+                    grpc.unary(
+                        tonic::Request::new(put),
+                        PathAndQuery::from_static("/etcdserverpb.KV/Put"),
+                        codec,
+                    )
+                    .await
+                    .map_err(|status| anyhow::anyhow!("etcd put: {status}"))?;
                     latencies.record(sent.elapsed());
                     request += 1;
                 }
@@ -389,6 +487,9 @@ mod etcd {
         for task in tasks {
             latencies.extend(task.await??);
         }
-        Ok(Measured { commits_per_second: latencies.len() as f64 / start.elapsed().as_secs_f64(), latencies })
+        Ok(Measured {
+            commits_per_second: latencies.len() as f64 / start.elapsed().as_secs_f64(),
+            latencies,
+        })
     }
 }

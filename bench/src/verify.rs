@@ -31,7 +31,13 @@ pub fn run(settings: &Settings, ceiling: &Ceiling) -> anyhow::Result<()> {
     std::fs::create_dir_all(&keys_dir)?;
     let node_key = Arc::new(NodeKey::load_or_create(&keys_dir)?);
     let public_key = node_key.public_key();
-    let (mut log, _) = PartitionLog::open(&dir, 1, KeyRing::new(DataKey::generate(1)), node_key, LogConfig::default())?;
+    let (mut log, _) = PartitionLog::open(
+        &dir,
+        1,
+        KeyRing::new(DataKey::generate(1)),
+        node_key,
+        LogConfig::default(),
+    )?;
     let written = Instant::now();
     let mut next = 0u64;
     while (next as usize) < records {
@@ -46,10 +52,14 @@ pub fn run(settings: &Settings, ceiling: &Ceiling) -> anyhow::Result<()> {
     let mut best: Option<(f64, kimberlite_log::VerifyReport)> = None;
     for _ in 0..VERIFY_PASSES {
         let start = Instant::now();
-        let report = verify_partition(&dir, 1, &public_key, &mut |_, _| {})
-            .map_err(|failure| anyhow::anyhow!("the benchmark's own log failed verification: {failure}"))?;
+        let report = verify_partition(&dir, 1, &public_key, &mut |_, _| {}).map_err(|failure| {
+            anyhow::anyhow!("the benchmark's own log failed verification: {failure}")
+        })?;
         let seconds = start.elapsed().as_secs_f64();
-        assert_eq!(report.records, records as u64, "verify saw another number of records than written");
+        assert_eq!(
+            report.records, records as u64,
+            "verify saw another number of records than written"
+        );
         if best.as_ref().is_none_or(|(fastest, _)| seconds < *fastest) {
             best = Some((seconds, report));
         }
@@ -70,7 +80,10 @@ pub fn run(settings: &Settings, ceiling: &Ceiling) -> anyhow::Result<()> {
         report.checkpoints
     );
     println!("  {:<58} {:>12} {:>10}", "measure", "records/s", "MB/s");
-    println!("  {:<58} {:>12.0} {:>10.1}", "verify_partition (CRC, SHA-256 chain, signatures)", verify_records, verify_mb);
+    println!(
+        "  {:<58} {:>12.0} {:>10.1}",
+        "verify_partition (CRC, SHA-256 chain, signatures)", verify_records, verify_mb
+    );
     println!(
         "  {:<58} {:>12.0} {:>10.1}",
         format!("bare SHA-256 + CRC32 over {RECORD_DISK_BYTES}-byte records (1 core)"),

@@ -118,7 +118,7 @@ async fn select_as(
             if !rows.masked_by.is_empty() {
                 say(&styled(
                     "2",
-                    &format!("(masked by {})", rows.masked_by.join(", ")),
+                    &format!("(policy applied: {})", rows.masked_by.join(", ")),
                 ));
             }
         }

@@ -260,6 +260,7 @@ async fn account_balances_deploy_rebuild_swap_and_rollback() {
     .await;
     let digests = texts(&digests);
     assert_eq!(digests.len(), 2);
+    assert_eq!(digests[0], digests[1], "two runs over one log, two digests");
     let rolled = admin
         .rollback("bank", ModuleKind::Projection, "balances", "back to v1")
         .await
@@ -679,6 +680,45 @@ async fn hostile_modules_are_refused_or_faulted_and_others_go_on() {
         assert_eq!(code, ErrorCode::Unavailable);
         assert!(message.contains("faulted"), "{message}");
     }
+    // A policy that never returns fails the query closed, with a clear error.
+    admin.create_tenant("ward", "hostile policy").await.unwrap();
+    admin
+        .sql(
+            "ward",
+            "CREATE TABLE patients (id BIGINT PRIMARY KEY, name TEXT)",
+            &[],
+            "",
+        )
+        .await
+        .unwrap();
+    admin
+        .sql("ward", "INSERT INTO patients VALUES (1, 'Ada')", &[], "")
+        .await
+        .unwrap();
+    admin
+        .deploy(
+            "ward",
+            ModuleKind::Policy,
+            "spin",
+            guest("hostile_loop"),
+            Vec::new(),
+            "hostile",
+        )
+        .await
+        .unwrap();
+    let (code, message) = server_error(
+        admin
+            .sql_with(
+                "ward",
+                "SELECT * FROM patients",
+                &[],
+                &SqlOptions::default(),
+            )
+            .await,
+    );
+    assert_eq!(code, ErrorCode::PolicyFailed);
+    assert!(message.contains("policy `spin`"), "{message}");
+
     // The node stays healthy: the bank still writes and reads.
     let written = admin
         .append("bank", events[2_000..2_100].to_vec(), "")
