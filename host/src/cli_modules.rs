@@ -24,9 +24,10 @@ pub enum ProjectionCommand {
         tenant: String,
         #[arg(long)]
         name: String,
-        /// Configuration for the module: JSON text, or @FILE.
+        /// Configuration handed to the module: JSON text, or @FILE. (Not `--config`, which
+        /// names the client.toml.)
         #[arg(long)]
-        config: Option<String>,
+        module_config: Option<String>,
         #[arg(long, default_value = "")]
         reason: String,
         /// Return once the deploy is recorded, without waiting for the build.
@@ -72,9 +73,10 @@ pub enum PolicyCommand {
         tenant: String,
         #[arg(long)]
         name: String,
-        /// Configuration for the module: JSON text, or @FILE.
+        /// Configuration handed to the module: JSON text, or @FILE. (Not `--config`, which
+        /// names the client.toml.)
         #[arg(long)]
-        config: Option<String>,
+        module_config: Option<String>,
         #[arg(long, default_value = "")]
         reason: String,
         file: PathBuf,
@@ -124,13 +126,13 @@ pub async fn projection(client: &Client, command: ProjectionCommand) -> anyhow::
         ProjectionCommand::Deploy {
             tenant,
             name,
-            config,
+            module_config,
             reason,
             no_wait,
             file,
         } => {
             let module = read_module(&file)?;
-            let config = read_config(config.as_deref())?;
+            let config = read_config(module_config.as_deref())?;
             let outcome = client
                 .deploy(
                     &tenant,
@@ -274,12 +276,12 @@ pub async fn policy(client: &Client, command: PolicyCommand) -> anyhow::Result<(
         PolicyCommand::Deploy {
             tenant,
             name,
-            config,
+            module_config,
             reason,
             file,
         } => {
             let module = read_module(&file)?;
-            let config = read_config(config.as_deref())?;
+            let config = read_config(module_config.as_deref())?;
             let outcome = client
                 .deploy(&tenant, ModuleKind::Policy, &name, module, config, &reason)
                 .await?;

@@ -260,3 +260,155 @@ fn a_session_at_the_shell() {
     );
     assert!(appended.contains("position 5"), "{appended}");
 }
+
+/// Runs a client command with `input` on stdin.
+fn ok_with_stdin(dir: &Path, arguments: &[&str], input: &str) -> String {
+    use std::io::Write as _;
+    let mut child = Command::new(BINARY)
+        .args(arguments)
+        .env("KIMBERLITE_CONFIG", dir.join("client.toml"))
+        .env_remove("KIMBERLITE_TOKEN")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_string();
+    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()).unwrap());
+    let output = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "kimberlite {arguments:?} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+/// The Wasm issue's first "done when", typed at the shell: deploy account-balances,
+/// append 10,000 events (one, then a batch from stdin), read the view now and in the past.
+#[test]
+fn a_projection_at_the_shell() {
+    let guests = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/guests/wasm32-unknown-unknown/release");
+    let module = guests.join("account_balances.wasm");
+    assert!(
+        module.exists(),
+        "{} is missing: build the samples first (`cargo xtask build-guests`)",
+        module.display()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let _node = start(dir.path());
+    let data = dir.path();
+    ok(data, &["tenant", "create", "bank"]);
+    let deployed = ok(
+        data,
+        &[
+            "projection",
+            "deploy",
+            "--tenant",
+            "bank",
+            "--name",
+            "balances",
+            "--reason",
+            "ledger view",
+            module.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        deployed.contains("DEPLOY PROJECTION balances"),
+        "{deployed}"
+    );
+    assert!(deployed.contains("serves queries"), "{deployed}");
+    let one = ok(
+        data,
+        &[
+            "append",
+            "--tenant",
+            "bank",
+            "--stream",
+            "accounts",
+            "--kind",
+            "Deposited",
+            "--reason",
+            "opening",
+            r#"{"account":"a1","amount":100}"#,
+        ],
+    );
+    assert!(one.contains("APPEND 1"), "{one}");
+    const BATCH_EVENTS: u64 = 9_999;
+    let lines: String = (0..BATCH_EVENTS)
+        .map(|index| {
+            format!(
+                "{{\"account\":\"a{}\",\"amount\":{}}}\n",
+                index % 10,
+                index % 7 + 1
+            )
+        })
+        .collect();
+    let appended = ok_with_stdin(
+        data,
+        &[
+            "append",
+            "--tenant",
+            "bank",
+            "--stream",
+            "accounts",
+            "--kind",
+            "Deposited",
+            "--reason",
+            "import",
+            "-",
+        ],
+        &lines,
+    );
+    assert!(appended.contains("appended 9999 events"), "{appended}");
+    let last: u64 = appended
+        .trim()
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .trim_end_matches(')')
+        .parse()
+        .unwrap();
+    let mut expected = [0i64; 10];
+    expected[1] += 100;
+    for index in 0..BATCH_EVENTS {
+        expected[(index % 10) as usize] += (index % 7 + 1) as i64;
+    }
+    let total: i64 = expected.iter().sum();
+    let after = last.to_string();
+    let sums = ok(
+        data,
+        &[
+            "sql",
+            "--tenant",
+            "bank",
+            "--after",
+            &after,
+            "--format",
+            "csv",
+            "SELECT COUNT(*), SUM(balance) FROM balances",
+        ],
+    );
+    assert!(sums.contains(&format!("10,{total}")), "{sums}");
+    // Position of the single Deposited event: the module's chunks and deploy record come first.
+    let past = ok(
+        data,
+        &[
+            "sql",
+            "--tenant",
+            "bank",
+            "--format",
+            "csv",
+            "--as-of-position",
+            "2",
+            "SELECT account, balance FROM balances",
+        ],
+    );
+    assert!(past.contains("a1,100"), "{past}");
+    let status = ok(data, &["projection", "status", "--tenant", "bank"]);
+    assert!(status.contains("active"), "{status}");
+}
