@@ -354,6 +354,13 @@ pub async fn run(keep: Option<PathBuf>, guests: Option<PathBuf>) -> anyhow::Resu
     say(&deployed.summary);
     select_as(&reader, "front-desk", patients_sql, &SqlOptions::default()).await?;
     sql(&admin, "SELECT name, version, state, covers, deployed_by FROM kimberlite.policies ORDER BY version", "").await?;
+    say("Every read a policy covered is itself on the record:");
+    sql(
+        &admin,
+        "SELECT position, principal, tables, policies, purpose FROM kimberlite.access ORDER BY position",
+        "",
+    )
+    .await?;
     reader.close().await;
     clinician.close().await;
 

@@ -273,8 +273,8 @@ pub struct PolicyMasker {
     pub modules: Modules,
     pub log: LogReader,
     pub caller: Caller,
-    /// `policy@version` of every policy that masked something, for the access trail.
-    pub used: Mutex<Vec<(String, Position)>>,
+    /// Every (table, policy, version) that masked something, for the access trail.
+    pub used: Mutex<Vec<(String, String, Position)>>,
 }
 
 impl std::fmt::Debug for PolicyMasker {
@@ -316,11 +316,9 @@ impl Masker for PolicyMasker {
             masked.extend(out);
         }
         let mut used = self.used.lock().expect("used lock");
-        if !used
-            .iter()
-            .any(|(used, at)| *used == policy.name && *at == version.version)
-        {
-            used.push((policy.name.clone(), version.version));
+        let entry = (table.to_string(), policy.name.clone(), version.version);
+        if !used.contains(&entry) {
+            used.push(entry);
         }
         Ok(masked)
     }

@@ -512,12 +512,32 @@ impl Node {
                             principal: token.name.clone(),
                             roles: token.roles.clone(),
                             attributes: token.attributes.clone(),
-                            purpose,
+                            purpose: purpose.clone(),
                         };
                         // The catalog again: the views may have moved while we waited.
                         let catalog = self.catalog();
-                        self.query(tenant_id, catalog, select, params, as_of, caller)
-                            .await
+                        let (response, masked) = self
+                            .query(tenant_id, catalog, select, params, as_of, caller)
+                            .await?;
+                        if let Some((tables, policies)) = masked {
+                            // A covered read is answered only once its access record is
+                            // durable: an unaudited read of protected data is not served.
+                            let why = purpose.clone().unwrap_or_default();
+                            let command = self.command(
+                                tenant_id,
+                                client.0,
+                                client.1,
+                                &token.name,
+                                &why,
+                                CommandBody::RecordAccess {
+                                    tables,
+                                    policies,
+                                    purpose,
+                                },
+                            );
+                            self.write(vec![command]).await?;
+                        }
+                        Ok(response)
                     }
                     _ => {
                         if as_of.is_some() {
@@ -707,7 +727,7 @@ impl Node {
         params: Vec<kimberlite_kernel::Value>,
         as_of: Option<kimberlite_client::AsOf>,
         caller: kimberlite_projections::wasm::Caller,
-    ) -> Result<Response, WireError> {
+    ) -> Result<(Response, Option<MaskedRead>), WireError> {
         let reader = self.reader(tenant)?;
         let shared = self.shared.clone();
         let has_policies = catalog
@@ -745,7 +765,19 @@ impl Node {
                 code: query_error_code(&error),
                 message: error.to_string(),
             })?;
-            Ok(Response::Rows(ResultSet {
+            let used = masker
+                .map(|masker| masker.used.into_inner().expect("used lock"))
+                .unwrap_or_default();
+            let mut tables: Vec<String> = used.iter().map(|(table, _, _)| table.clone()).collect();
+            tables.dedup();
+            let mut policies: Vec<String> = used
+                .iter()
+                .map(|(_, policy, version)| format!("{policy}@{version}"))
+                .collect();
+            policies.sort();
+            policies.dedup();
+            let masked = (!used.is_empty()).then(|| (tables, policies.clone()));
+            let response = Response::Rows(ResultSet {
                 columns: result
                     .columns
                     .into_iter()
@@ -757,18 +789,9 @@ impl Node {
                     .map(|row| row.into_iter().map(convert::to_wire).collect())
                     .collect(),
                 as_of: result.as_of,
-                masked_by: masker
-                    .map(|masker| {
-                        masker
-                            .used
-                            .into_inner()
-                            .expect("used lock")
-                            .into_iter()
-                            .map(|(name, version)| format!("{name}@{version}"))
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-            }))
+                masked_by: policies,
+            });
+            Ok((response, masked))
         })
         .await
         .map_err(|error| internal(format!("query task failed: {error}")))?
@@ -966,6 +989,9 @@ impl Drop for Node {
         self.shutdown();
     }
 }
+
+/// The tables and `policy@version`s of a read that masking policies covered.
+type MaskedRead = (Vec<String>, Vec<String>);
 
 /// A new token secret and the hash the catalog keeps.
 fn new_token() -> (String, [u8; 32]) {
@@ -1372,7 +1398,9 @@ impl Writer {
                     | Outcome::PolicyRolledBack { .. } => {
                         catalog_changed = true;
                     }
-                    Outcome::Appended { .. } | Outcome::Skipped { .. } => {}
+                    Outcome::Appended { .. }
+                    | Outcome::AccessRecorded
+                    | Outcome::Skipped { .. } => {}
                 }
                 written.outcomes.push(effects.outcome);
                 if failure.is_some() {

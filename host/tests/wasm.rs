@@ -478,6 +478,35 @@ async fn masking_policy_per_caller_and_hot_swap_under_load() {
     )
     .await;
     assert_eq!(texts(&trail), vec![vec!["2"]]);
+    // Every covered read left an access record: who, which tables, which policy version,
+    // for what purpose.
+    let access = select(
+        &admin,
+        "clinic",
+        "SELECT principal, tables, policies, purpose FROM kimberlite.access WHERE principal = 'dr-who' ORDER BY position",
+        &SqlOptions::default(),
+    )
+    .await;
+    let phi_v1 = format!("phi@{}", phi.positions.unwrap().1);
+    assert_eq!(
+        texts(&access),
+        vec![
+            vec!["dr-who", "patients", phi_v1.as_str(), "NULL"],
+            vec!["dr-who", "patients", phi_v1.as_str(), "billing"]
+        ]
+    );
+    let readers = select(
+        &admin,
+        "clinic",
+        "SELECT COUNT(*) FROM kimberlite.access WHERE principal = 'rita'",
+        &SqlOptions::default(),
+    )
+    .await;
+    let reads: u64 = texts(&readers)[0][0].parse().unwrap();
+    assert!(
+        reads >= answered.load(Ordering::SeqCst),
+        "{reads} access records"
+    );
     let back = admin
         .rollback("clinic", ModuleKind::Policy, "phi", "too strict")
         .await

@@ -87,6 +87,14 @@ pub enum CommandBody {
     },
     /// Makes the policy's previous version active again.
     RollbackPolicy { name: String },
+    /// The host: a read of tables a masking policy covers (who and when are the
+    /// command's principal and time; the reason is the read's purpose).
+    RecordAccess {
+        tables: Vec<String>,
+        /// `policy@version` of each policy that masked the result.
+        policies: Vec<String>,
+        purpose: Option<String>,
+    },
 }
 
 /// One application event of an `Append`.
@@ -156,6 +164,7 @@ pub enum Outcome {
         name: String,
         to: Position,
     },
+    AccessRecorded,
     /// Nothing to do (`CREATE TABLE IF NOT EXISTS` of an existing table, `DROP TABLE IF
     /// EXISTS` of a missing one); no records.
     Skipped {
@@ -436,6 +445,29 @@ impl Kernel {
                 covers,
             } => self.plan_deploy_policy(cmd.tenant, name, module, config, covers)?,
             CommandBody::RollbackPolicy { name } => self.plan_rollback_policy(cmd.tenant, name)?,
+            CommandBody::RecordAccess {
+                tables,
+                policies,
+                purpose,
+            } => {
+                let tenant = self.data_tenant(cmd.tenant)?;
+                let access = payload::Access {
+                    tables: tables.clone(),
+                    policies: policies.clone(),
+                    purpose: purpose.clone(),
+                };
+                Plan {
+                    partition: tenant,
+                    entries: vec![Entry {
+                        kind: RecordKind::Access,
+                        event_type: payload::EVENT_READ.to_string(),
+                        stream: payload::STREAM_ACCESS.to_string(),
+                        payload: payload::to_json(&access),
+                        change: Change::None,
+                    }],
+                    outcome: Outcome::AccessRecorded,
+                }
+            }
         };
         self.commit(cmd, plan, rows)
     }

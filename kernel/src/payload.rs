@@ -31,6 +31,8 @@
 //! - `TokenCreated` (kind `Catalog`, system partition, stream `tokens`):
 //!   `{"token":1,"tenant":1,"name":"alice","secret_hash":"<64 hex digits>","roles":["writer"],"attributes":[["ward","3"]]}`.
 //!   The secret itself is never in the log, only its SHA-256.
+//! - `Read` (kind `Access`, stream `kimberlite.access`): a read that a masking policy
+//!   covered, `{"tables":["patients"],"policies":["phi@12"],"purpose":"treatment"}`.
 //! - Application events appended with `Append` are stored as given.
 
 use crate::value::{Column, ColumnType, Row, TenantId, Value};
@@ -44,6 +46,8 @@ pub const EVENT_CREATE_TABLE: &str = "CreateTable";
 pub const EVENT_DROP_TABLE: &str = "DropTable";
 pub const EVENT_TENANT_CREATED: &str = "TenantCreated";
 pub const EVENT_TOKEN_CREATED: &str = "TokenCreated";
+pub const EVENT_READ: &str = "Read";
+pub const STREAM_ACCESS: &str = "kimberlite.access";
 pub const STREAM_TENANTS: &str = "tenants";
 pub const STREAM_TOKENS: &str = "tokens";
 
@@ -169,6 +173,16 @@ pub fn decode_value(ty: ColumnType, json: &serde_json::Value) -> Result<Value, P
         }
         _ => return Err(wrong()),
     })
+}
+
+/// The payload of an access record (kind `Access`, event `Read`, stream
+/// `kimberlite.access`): `{"tables":["patients"],"policies":["phi@12"],"purpose":"treatment"}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Access {
+    pub tables: Vec<String>,
+    pub policies: Vec<String>,
+    pub purpose: Option<String>,
 }
 
 /// The payload of `CreateTable`.

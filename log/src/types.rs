@@ -31,10 +31,13 @@ pub enum RecordKind {
     Checkpoint = 7,
     /// A change to the node catalog (tenant created, token created) in the system partition.
     Catalog = 8,
+    /// A read of data a masking policy covers: who read which tables, under which policy
+    /// versions, for what purpose (`kimberlite.access`).
+    Access = 9,
 }
 
 impl RecordKind {
-    pub const ALL: [RecordKind; 8] = [
+    pub const ALL: [RecordKind; 9] = [
         RecordKind::Event,
         RecordKind::Ddl,
         RecordKind::DeployProjection,
@@ -43,6 +46,7 @@ impl RecordKind {
         RecordKind::Erasure,
         RecordKind::Checkpoint,
         RecordKind::Catalog,
+        RecordKind::Access,
     ];
 
     pub fn from_u8(byte: u8) -> Option<RecordKind> {
@@ -60,6 +64,7 @@ impl RecordKind {
             RecordKind::Erasure => "erasure",
             RecordKind::Checkpoint => "checkpoint",
             RecordKind::Catalog => "catalog",
+            RecordKind::Access => "access",
         }
     }
 }

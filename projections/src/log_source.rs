@@ -1,6 +1,7 @@
 //! What the query executor needs from a tenant's log: its end, timestamp → position,
 //! and record headers (never payloads: `kimberlite.log` shows who, when, what and why,
-//! not the encrypted content).
+//! not the encrypted content). The one exception is `kimberlite.access`, whose records'
+//! payloads are the access trail itself (tables and policy versions, no data).
 
 use kimberlite_kernel::Position;
 use kimberlite_log::{LogReader, RecordHeader};
@@ -14,6 +15,12 @@ pub trait LogSource {
     /// Up to `limit` headers from `from` on, in position order (fewer at the end; at
     /// least one if any exists at `from`).
     fn headers(&self, from: Position, limit: usize) -> Result<Vec<RecordHeader>, String>;
+    /// The decrypted payload of the record at `position` (used for access records only).
+    fn payload(&self, position: Position) -> Result<Vec<u8>, String> {
+        Err(format!(
+            "this log holds no payloads (asked for position {position})"
+        ))
+    }
 }
 
 impl LogSource for LogReader {
@@ -28,6 +35,14 @@ impl LogSource for LogReader {
     fn headers(&self, from: Position, limit: usize) -> Result<Vec<RecordHeader>, String> {
         self.read_headers(from, limit)
             .map_err(|error| error.to_string())
+    }
+
+    fn payload(&self, position: Position) -> Result<Vec<u8>, String> {
+        let mut records = self.read(position, 1).map_err(|error| error.to_string())?;
+        match records.pop() {
+            Some(record) if record.header.position == position => Ok(record.payload),
+            _ => Err(format!("no record at position {position}")),
+        }
     }
 }
 

@@ -124,7 +124,7 @@ pub enum QueryError {
     #[error("table `{name}` did not exist at position {position}")]
     NotAtPosition { name: String, position: Position },
     #[error(
-        "unknown system view `kimberlite.{name}` (system views: kimberlite.log, kimberlite.tables, kimberlite.projections, kimberlite.policies)"
+        "unknown system view `kimberlite.{name}` (system views: kimberlite.log, kimberlite.tables, kimberlite.projections, kimberlite.policies, kimberlite.access)"
     )]
     UnknownSystemView { name: String },
     #[error("table name `{0}` appears twice in FROM; give one of them an alias")]
@@ -507,6 +507,10 @@ fn resolve_source<'a>(item: &FromItem, ctx: &QueryContext<'a>) -> Result<Source<
             "policies" => (
                 SourceKind::Computed(crate::system_views::policies_rows(ctx)),
                 crate::system_views::policies_columns(),
+            ),
+            "access" => (
+                SourceKind::Computed(crate::system_views::access_rows(ctx)?),
+                crate::system_views::access_columns(),
             ),
             other => {
                 return Err(QueryError::UnknownSystemView {

@@ -5,9 +5,10 @@
 //! Both always show the present, whatever AS OF the query asks for: they describe this
 //! node's derived state, not the tenant's data.
 
-use crate::query::{QueryContext, QueryError};
+use crate::query::{LOG_READ_BATCH_RECORDS, QUERY_BUFFER_ROWS_MAX, QueryContext, QueryError};
 use kimberlite_kernel::modules::{Policy, Projection, ProjectionVersion};
 use kimberlite_kernel::{Column, ColumnType, Row, Value};
+use kimberlite_log::RecordKind;
 
 /// Hex digits of a module's BLAKE3 shown in the system views (the full id is in the log).
 const MODULE_ID_SHOWN_HEX: usize = 16;
@@ -134,4 +135,59 @@ pub fn policies_rows(ctx: &QueryContext<'_>) -> Vec<Row> {
             })
         })
         .collect()
+}
+
+/// One row per read that a masking policy covered: who, when, which tables, which policy
+/// versions, for what purpose.
+pub fn access_columns() -> Vec<Column> {
+    vec![
+        column("position", ColumnType::BigInt, false),
+        column("timestamp", ColumnType::Timestamp, false),
+        column("principal", ColumnType::Text, false),
+        column("tables", ColumnType::Text, false),
+        column("policies", ColumnType::Text, false),
+        column("purpose", ColumnType::Text, true),
+    ]
+}
+
+/// Reads the trail from the log: headers to find the access records (no decryption),
+/// then each one's payload. Bounded like any buffered query result.
+pub fn access_rows(ctx: &QueryContext<'_>) -> Result<Vec<Row>, QueryError> {
+    let end = ctx.log.end();
+    let mut rows = Vec::new();
+    let mut position = 0;
+    while position < end {
+        let headers = ctx
+            .log
+            .headers(position, LOG_READ_BATCH_RECORDS)
+            .map_err(QueryError::Log)?;
+        let Some(last) = headers.last() else {
+            break;
+        };
+        position = last.position + 1;
+        for header in headers.iter().filter(|h| h.meta.kind == RecordKind::Access) {
+            if rows.len() == QUERY_BUFFER_ROWS_MAX {
+                return Err(QueryError::BufferFull {
+                    max: QUERY_BUFFER_ROWS_MAX,
+                });
+            }
+            let bytes = ctx.log.payload(header.position).map_err(QueryError::Log)?;
+            let access: kimberlite_kernel::payload::Access =
+                kimberlite_kernel::payload::from_json("Access", &bytes).map_err(|error| {
+                    QueryError::Log(format!(
+                        "the access record at position {} does not decode: {error}",
+                        header.position
+                    ))
+                })?;
+            rows.push(vec![
+                integer(header.position),
+                Value::Timestamp(i64::try_from(header.meta.timestamp_ns).unwrap_or(i64::MAX)),
+                Value::Text(header.meta.principal.clone()),
+                Value::Text(access.tables.join(", ")),
+                Value::Text(access.policies.join(", ")),
+                access.purpose.map_or(Value::Null, Value::Text),
+            ]);
+        }
+    }
+    Ok(rows)
 }

@@ -799,7 +799,7 @@ fn the_log_system_view() {
               1
               (read: 0 scanned, 0 key lookups, 18 log headers)
             ? SELECT * FROM kimberlite.logs
-              error: unknown system view `kimberlite.logs` (system views: kimberlite.log, kimberlite.tables, kimberlite.projections, kimberlite.policies)
+              error: unknown system view `kimberlite.logs` (system views: kimberlite.log, kimberlite.tables, kimberlite.projections, kimberlite.policies, kimberlite.access)
         "#]],
     );
 }
