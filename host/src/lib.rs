@@ -13,6 +13,7 @@ pub mod modules;
 pub mod node;
 pub mod render;
 pub mod repl;
+pub mod replicated;
 pub mod server;
 pub mod tls;
 pub mod verify;
