@@ -4,6 +4,8 @@
 # with its own temporary data directory, with etcd's default durability (every Raft batch
 # fsynced to the write-ahead log before it is acknowledged).
 #
+#   etcd.sh check                       exit 0 if etcd is installed or installable here,
+#                                       else say why on stderr and exit 3
 #   etcd.sh start BASE_PORT OWNER_PID   members serve clients on BASE_PORT, +1, +2 and
 #                                       peers on BASE_PORT+10, +11, +12; prints the
 #                                       directory on its last line
@@ -23,6 +25,14 @@ readonly HEALTHY_TIMEOUT_SECONDS=60
 readonly PEER_PORT_OFFSET=10
 
 say() { echo "etcd.sh: $*" >&2; }
+
+check() {
+    if command -v etcd >/dev/null && command -v etcdctl >/dev/null; then return; fi
+    if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then return; fi
+    say "etcd is not installed and this user cannot apt-get install it: install the Debian" \
+        "packages etcd-server and etcd-client (or run as root)"
+    exit 3
+}
 
 install_if_missing() {
     if command -v etcd >/dev/null && command -v etcdctl >/dev/null; then
@@ -105,7 +115,8 @@ start() {
 }
 
 case "${1:-}" in
+    check) check ;;
     start) start "${2:?usage: etcd.sh start BASE_PORT OWNER_PID}" "${3:?usage: etcd.sh start BASE_PORT OWNER_PID}" ;;
     stop) stop "${2:?usage: etcd.sh stop DIR}" ;;
-    *) echo "usage: etcd.sh start BASE_PORT OWNER_PID | stop DIR" >&2; exit 2 ;;
+    *) echo "usage: etcd.sh check | start BASE_PORT OWNER_PID | stop DIR" >&2; exit 2 ;;
 esac

@@ -4,6 +4,8 @@
 # loopback port with full durability (fsync=on, synchronous_commit=on), and loads the
 # audit-chain schema (bench/peers/postgres-schema.sql).
 #
+#   postgres.sh check                  exit 0 if PostgreSQL is installed or installable here,
+#                                      else say why on stderr and exit 3
 #   postgres.sh start PORT OWNER_PID   prints the data directory on its last line
 #   postgres.sh stop DATA_DIR          stops the cluster and deletes DATA_DIR
 #
@@ -30,9 +32,7 @@ find_bin() {
 }
 
 install_if_missing() {
-    local bin
-    bin="$(find_bin)"
-    if [[ -n "$bin" && -n "$(ls "$(dirname "$bin")"/lib/pgcrypto.so 2>/dev/null)" ]]; then
+    if installed; then
         return
     fi
     say "PostgreSQL (with pgcrypto) is not installed; installing it from Debian's packages"
@@ -48,6 +48,20 @@ install_if_missing() {
             pg_ctlcluster "$version" "$name" stop 2>/dev/null || true
         done
     fi
+}
+
+installed() {
+    local bin
+    bin="$(find_bin)"
+    [[ -n "$bin" && -n "$(ls "$(dirname "$bin")"/lib/pgcrypto.so 2>/dev/null)" ]]
+}
+
+check() {
+    if installed; then return; fi
+    if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then return; fi
+    say "PostgreSQL with pgcrypto is not installed and this user cannot apt-get install it:" \
+        "install the Debian packages postgresql and postgresql-contrib (or run as root)"
+    exit 3
 }
 
 as_postgres() {
@@ -112,7 +126,8 @@ CONF
 }
 
 case "${1:-}" in
+    check) check ;;
     start) start "${2:?usage: postgres.sh start PORT OWNER_PID}" "${3:?usage: postgres.sh start PORT OWNER_PID}" ;;
     stop) stop "${2:?usage: postgres.sh stop DATA_DIR}" ;;
-    *) echo "usage: postgres.sh start PORT OWNER_PID | stop DATA_DIR" >&2; exit 2 ;;
+    *) echo "usage: postgres.sh check | start PORT OWNER_PID | stop DATA_DIR" >&2; exit 2 ;;
 esac

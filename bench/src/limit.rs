@@ -77,7 +77,13 @@ impl Ceiling {
     /// it hashes and encrypts a batch, then writes and syncs it, so the two costs add up
     /// per record (the harmonic combination of the two measured rates).
     pub fn records_per_second(&self, batch: usize) -> f64 {
-        1.0 / (1.0 / self.cpu_records_per_second + 1.0 / self.disk_at(batch))
+        self.combined(self.disk_at(batch))
+    }
+
+    /// The ceiling with the CPU rate of this run and a disk rate measured elsewhere (in
+    /// slices paired with a phase, see `append`).
+    pub fn combined(&self, disk_records_per_second: f64) -> f64 {
+        1.0 / (1.0 / self.cpu_records_per_second + 1.0 / disk_records_per_second)
     }
 }
 
@@ -147,7 +153,7 @@ pub fn run(settings: &Settings) -> anyhow::Result<Ceiling> {
             // How much a batch of LIMIT_BATCH_RECORDS buys over a sync per record.
             "group_commit_gain": ceiling.records_per_second(LIMIT_BATCH_RECORDS) / ceiling.records_per_second(1),
         }),
-        figures.into(),
+        figures,
     );
     Ok(ceiling)
 }
@@ -183,21 +189,68 @@ fn cpu_rate(settings: &Settings) -> anyhow::Result<f64> {
 /// Appends batches of `batch` records to a growing file (as a log segment grows), one
 /// fdatasync per batch.
 fn disk_rate(settings: &Settings, batch: usize) -> anyhow::Result<f64> {
-    let path = settings.dir.join(format!("limit-{batch}.bin"));
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .open(&path)?;
-    let bytes = vec![0xa5u8; batch * RECORD_DISK_BYTES];
-    let (batches, elapsed) = run_for(settings.phase(), || {
-        file.write_all(&bytes)?;
-        file.sync_data()?;
+    let mut probe = DiskProbe::create(settings, &format!("limit-{batch}"))?;
+    let (records, elapsed) = probe.run(batch, settings.phase())?;
+    probe.remove()?;
+    Ok(records as f64 / elapsed.as_secs_f64())
+}
+
+/// The disk half of the ceiling as a reusable probe: batches of records of the real on-disk
+/// size appended to a growing file, one fdatasync per batch. Other suites run it in slices
+/// paired with their own (see `append`).
+#[derive(Debug)]
+pub struct DiskProbe {
+    path: std::path::PathBuf,
+    file: std::fs::File,
+    written_bytes: u64,
+}
+
+/// Size past which the probe's file starts over (a log rolls to a new segment too).
+const PROBE_FILE_BYTES_MAX: u64 = 256 << 20;
+
+impl DiskProbe {
+    pub fn create(settings: &Settings, name: &str) -> anyhow::Result<DiskProbe> {
+        let path = settings.dir.join(format!("{name}-probe.bin"));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .open(&path)?;
+        Ok(DiskProbe {
+            path,
+            file,
+            written_bytes: 0,
+        })
+    }
+
+    /// Appends batches of `batch` records with one fdatasync each for about `duration`;
+    /// returns (records written, elapsed).
+    pub fn run(
+        &mut self,
+        batch: usize,
+        duration: std::time::Duration,
+    ) -> anyhow::Result<(usize, std::time::Duration)> {
+        if self.written_bytes > PROBE_FILE_BYTES_MAX {
+            self.file.set_len(0)?;
+            self.file.sync_all()?;
+            self.written_bytes = 0;
+        }
+        let bytes = vec![0xa5u8; batch * RECORD_DISK_BYTES];
+        let file = &mut self.file;
+        let (batches, elapsed) = run_for(duration, || {
+            file.write_all(&bytes)?;
+            file.sync_data()?;
+            Ok(())
+        })?;
+        self.written_bytes += batches * bytes.len() as u64;
+        Ok((batches as usize * batch, elapsed))
+    }
+
+    pub fn remove(self) -> anyhow::Result<()> {
+        drop(self.file);
+        std::fs::remove_file(&self.path)?;
         Ok(())
-    })?;
-    drop(file);
-    std::fs::remove_file(&path)?;
-    Ok((batches as usize * batch) as f64 / elapsed.as_secs_f64())
+    }
 }
 
 /// fdatasync latency: overwrite one block in place and sync, repeatedly.

@@ -65,6 +65,9 @@ pub struct Settings {
 /// How long each measured phase runs, full and quick.
 const PHASE_FULL_MS: u64 = 8_000;
 const PHASE_QUICK_MS: u64 = 1_500;
+/// Rounds per paired phase, full and quick (a phase's time is split over its rounds).
+const ROUNDS_FULL: usize = 8;
+const ROUNDS_QUICK: usize = 3;
 
 impl Settings {
     /// How long each measured phase runs.
@@ -76,6 +79,17 @@ impl Settings {
         })
     }
 
+    /// Rounds of the suites that alternate slices of two systems (or of a system and the
+    /// limit), so that the noise of this shared machine falls on both sides of a ratio.
+    pub fn rounds(&self) -> usize {
+        self.pick(ROUNDS_FULL, ROUNDS_QUICK)
+    }
+
+    /// How long each side runs in one round.
+    pub fn slice(&self) -> Duration {
+        self.phase() / self.rounds() as u32
+    }
+
     /// `full` in a full run, `quick` with `--quick`.
     pub fn pick<T>(&self, full: T, quick: T) -> T {
         if self.quick { quick } else { full }
@@ -85,11 +99,17 @@ impl Settings {
 /// The record size every append-path suite uses.
 pub const EVENT_BYTES: usize = 256;
 
-/// Prints a suite's machine-readable summary line (the last line of every suite).
-pub fn summary(suite: &str, ratios: serde_json::Value, figures: serde_json::Value) {
+/// Prints a suite's machine-readable summary line (the last line of every suite), keys in
+/// the order the issue gives them: `{"suite": …, "ratios": {…}, "figures": {…}}`.
+pub fn summary(
+    suite: &str,
+    ratios: impl Into<serde_json::Value>,
+    figures: impl Into<serde_json::Value>,
+) {
+    let (ratios, figures): (serde_json::Value, serde_json::Value) = (ratios.into(), figures.into());
     println!(
-        "{}",
-        serde_json::json!({"suite": suite, "ratios": ratios, "figures": figures})
+        "{{\"suite\":{},\"ratios\":{ratios},\"figures\":{figures}}}",
+        serde_json::Value::from(suite)
     );
 }
 
@@ -152,8 +172,7 @@ fn main() -> anyhow::Result<()> {
         ],
         ref one => std::slice::from_ref(one),
     };
-    // The ceiling of this run is measured once, by the first suite that needs it; append
-    // figures are reused by postgres in the same run.
+    // The ceiling of this run is measured once, by the first suite that needs it.
     let mut ceiling: Option<limit::Ceiling> = None;
     let mut ceiling = |settings: &Settings| -> anyhow::Result<limit::Ceiling> {
         if ceiling.is_none() {
@@ -161,16 +180,15 @@ fn main() -> anyhow::Result<()> {
         }
         Ok(ceiling.clone().expect("measured above"))
     };
-    let mut appended = None;
     let mut failed = Vec::new();
     for &suite in suites {
         let started = Instant::now();
         let result = match suite {
             Suite::Limit | Suite::All => ceiling(&settings).map(drop),
-            Suite::Append => ceiling(&settings)
-                .and_then(|ceiling| append::run(&settings, &ceiling))
-                .map(|figures| appended = Some(figures)),
-            Suite::Postgres => postgres::run(&settings, appended.as_ref()),
+            Suite::Append => {
+                ceiling(&settings).and_then(|ceiling| append::run(&settings, &ceiling))
+            }
+            Suite::Postgres => postgres::run(&settings),
             Suite::Query => query::run(&settings),
             Suite::Verify => {
                 ceiling(&settings).and_then(|ceiling| verify::run(&settings, &ceiling))

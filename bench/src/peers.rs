@@ -19,6 +19,28 @@ pub struct Peer {
 }
 
 impl Peer {
+    /// Runs `bench/peers/<script> check`: `Ok` if the peer is installed or the script can
+    /// install it (root with apt-get), else the reason it cannot run, as the script says it.
+    pub fn check(script: &str) -> Result<(), String> {
+        let script = scripts_dir().join(script);
+        let output = Command::new("bash")
+            .arg(&script)
+            .arg("check")
+            .output()
+            .map_err(|error| format!("cannot run {}: {error}", script.display()))?;
+        if output.status.success() {
+            return Ok(());
+        }
+        let said = String::from_utf8_lossy(&output.stderr);
+        Err(said
+            .lines()
+            .last()
+            .map(str::trim)
+            .filter(|line| !line.is_empty())
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("{} check failed with {}", script.display(), output.status)))
+    }
+
     /// Runs `bench/peers/<script> start <port> <our pid>`; the script prints the peer's data
     /// directory on its last line.
     pub fn start(script: &str, port: u16) -> anyhow::Result<Peer> {

@@ -4,14 +4,16 @@
 //!
 //! Appends: the same three QUIC shapes as `append` — 1 client with 64 events per request
 //! (one multi-row INSERT), 64 clients with one event per request (64 connections), and SQL
-//! INSERTs of 64 rows written as literal SQL text. Reads: the same data shape (rows ×
+//! INSERTs of 64 rows written as literal SQL text — run on both databases in alternating
+//! slices (round k: Kimberlite then PostgreSQL, round k+1 the other way round), so the
+//! noise of this shared disk falls on both alike. Reads: the same data shape (rows ×
 //! versions, loaded with batched INSERT/UPDATE) in both databases, then interleaved point
 //! lookups on both — current and AS OF at each depth — by one client each.
 //!
 //! Ratios are Kimberlite over PostgreSQL: events/s for appends, and PostgreSQL's latency
 //! over Kimberlite's for reads, so above 1 means Kimberlite is faster.
 
-use crate::append::{Appended, CLIENTS_CONCURRENT, INSERT_ROWS, Phase, REQUEST_EVENTS};
+use crate::append::{CLIENTS_CONCURRENT, INSERT_ROWS, QuicNode, QuicShape, REQUEST_EVENTS, Slice};
 use crate::peers::{Peer, free_ports};
 use crate::query::{self, Ids, Kind, LOAD_STATEMENTS_IN_FLIGHT, STATEMENT_ROWS, Shape};
 use crate::stats::Latencies;
@@ -43,59 +45,68 @@ const SELECT_AS_OF: &str = "SELECT id, body FROM items WHERE id = $1 AND positio
      UNION ALL \
      SELECT id, body FROM items_history WHERE id = $1 AND position <= $2 AND valid_to > $2";
 
-pub fn run(settings: &Settings, appended: Option<&Appended>) -> anyhow::Result<()> {
+pub fn run(settings: &Settings) -> anyhow::Result<()> {
+    if let Err(reason) = Peer::check("postgres.sh") {
+        crate::skip("postgres", &reason);
+        return Ok(());
+    }
     let runtime = crate::runtime()?;
     let port = free_ports(&[0])?;
     let peer = Peer::start("postgres.sh", port)?;
-    let result = runtime.block_on(measure(settings, port, appended));
+    let result = runtime.block_on(measure(settings, port));
     drop(peer);
-    let (kimberlite_appends, postgres_appends, reads) = result?;
+    let (appends, reads) = result?;
 
     println!(
         "\nsuite postgres: Kimberlite vs PostgreSQL with a SHA-256 audit-chain trigger and a history \
          table (fsync=on, synchronous_commit=on)"
     );
     println!(
-        "  {:<48} {:>12} {:>12} {:>8} {:>10} {:>10}",
-        "append phase (events/s)", "Kimberlite", "PostgreSQL", "ratio", "KB p50 us", "PG p50 us"
+        "  {:<44} {:>11} {:>11} {:>8} {:>10} {:>10}",
+        "append shape (events/s)", "Kimberlite", "PostgreSQL", "ratio", "KB p50 us", "PG p50 us"
     );
     let mut ratios = serde_json::Map::new();
     let mut figures = serde_json::Map::new();
     let mut worst_append = f64::INFINITY;
-    for (ours, mut theirs) in kimberlite_appends.into_iter().zip(postgres_appends) {
-        let mut ours = ours;
-        let ratio = ours.events_per_second / theirs.events_per_second;
+    for (shape, mut ours, mut theirs) in appends {
+        let key = shape.key();
+        let ratio = ours.events_per_second() / theirs.events_per_second();
         worst_append = worst_append.min(ratio);
         let (our_p50, their_p50) = (
             ours.latencies.quantile_us(0.5),
             theirs.latencies.quantile_us(0.5),
         );
         println!(
-            "  {:<48} {:>12.0} {:>12.0} {:>8.2} {:>10.0} {:>10.0}",
-            theirs.name,
-            ours.events_per_second,
-            theirs.events_per_second,
+            "  {:<44} {:>11.0} {:>11.0} {:>8.2} {:>10.0} {:>10.0}",
+            shape.name().trim_start_matches("QUIC, "),
+            ours.events_per_second(),
+            theirs.events_per_second(),
             ratio,
             our_p50,
             their_p50
         );
-        ratios.insert(format!("{}_append", ours.key), ratio.into());
+        ratios.insert(format!("{key}_append"), ratio.into());
         figures.insert(
-            format!("kimberlite_{}_events_per_second", ours.key),
-            ours.events_per_second.into(),
+            format!("kimberlite_{key}_events_per_second"),
+            ours.events_per_second().into(),
         );
         figures.insert(
-            format!("postgres_{}_events_per_second", ours.key),
-            theirs.events_per_second.into(),
+            format!("postgres_{key}_events_per_second"),
+            theirs.events_per_second().into(),
         );
-        figures.insert(format!("postgres_{}_p50_us", ours.key), their_p50.into());
+        figures.insert(format!("kimberlite_{key}_p50_us"), our_p50.into());
+        figures.insert(format!("postgres_{key}_p50_us"), their_p50.into());
         figures.insert(
-            format!("postgres_{}_p99_us", ours.key),
+            format!("kimberlite_{key}_p99_us"),
+            ours.latencies.quantile_us(0.99).into(),
+        );
+        figures.insert(
+            format!("postgres_{key}_p99_us"),
             theirs.latencies.quantile_us(0.99).into(),
         );
     }
     println!(
-        "  aim: appends ≥ {AIM_APPEND_RATIO}× PostgreSQL: worst phase {worst_append:.2}× ({})",
+        "  aim: appends ≥ {AIM_APPEND_RATIO}× PostgreSQL: worst shape {worst_append:.2}× ({})",
         if worst_append >= AIM_APPEND_RATIO {
             "met"
         } else {
@@ -148,7 +159,7 @@ pub fn run(settings: &Settings, appended: Option<&Appended>) -> anyhow::Result<(
     );
     figures.insert("read_rows".into(), shape.rows.into());
     figures.insert("read_versions".into(), shape.versions.into());
-    summary("postgres", ratios.into(), figures.into());
+    summary("postgres", ratios, figures);
     Ok(())
 }
 
@@ -158,78 +169,122 @@ struct Reads {
     theirs: Vec<Kind>,
 }
 
-async fn measure(
-    settings: &Settings,
-    port: u16,
-    appended: Option<&Appended>,
-) -> anyhow::Result<(Vec<Phase>, Vec<Phase>, Reads)> {
-    let kimberlite_appends = match appended {
-        Some(appended) => [
-            "quic_1_client_batched",
-            "quic_64_clients",
-            "quic_sql_insert",
-        ]
-        .iter()
-        .map(|key| appended.phase(key).clone())
-        .collect(),
-        None => crate::append::over_quic(settings).await?,
-    };
-    let phase = settings.phase();
-    let mut postgres_appends = Vec::new();
-    let client = connect(port).await?;
+/// Per append shape: Kimberlite's and PostgreSQL's slices added up.
+type Appends = Vec<(QuicShape, Slice, Slice)>;
 
-    // 1 client, 64 events per request: one multi-row INSERT (one transaction, one commit).
-    let insert = client.prepare(INSERT_EVENTS).await?;
-    let payloads: Vec<Vec<u8>> = (0..REQUEST_EVENTS)
-        .map(|_| vec![b'x'; EVENT_BYTES])
-        .collect();
-    let mut latencies = Latencies::default();
-    let start = Instant::now();
-    let mut events = 0usize;
-    while start.elapsed() < phase {
-        let sent = Instant::now();
-        client.execute(&insert, &[&payloads]).await?;
-        latencies.record(sent.elapsed());
-        events += REQUEST_EVENTS;
+async fn measure(settings: &Settings, port: u16) -> anyhow::Result<(Appends, Reads)> {
+    let mut ours = QuicNode::start(settings, "postgres-append-node").await?;
+    let mut theirs = PgAppender::start(port).await?;
+    let mut appends = Vec::new();
+    for shape in QuicShape::ALL {
+        let (mut our_total, mut their_total) = (Slice::default(), Slice::default());
+        for round in 0..settings.rounds() {
+            // Alternate who goes first, so neither always follows the other's writeback.
+            if round % 2 == 0 {
+                our_total.add(ours.run(shape, settings.slice()).await?);
+                their_total.add(theirs.run(shape, settings.slice()).await?);
+            } else {
+                their_total.add(theirs.run(shape, settings.slice()).await?);
+                our_total.add(ours.run(shape, settings.slice()).await?);
+            }
+        }
+        appends.push((shape, our_total, their_total));
     }
-    postgres_appends.push(Phase {
-        name: format!("1 client, {REQUEST_EVENTS} events per request"),
-        key: "quic_1_client_batched",
-        batch: REQUEST_EVENTS,
-        events_per_second: events as f64 / start.elapsed().as_secs_f64(),
-        latencies,
-    });
-
-    postgres_appends.push(many_clients(port, phase).await?);
-
-    // SQL text INSERTs of 64 rows, as Kimberlite gets them.
-    let body = "y".repeat(EVENT_BYTES - 16);
-    let mut next_id = 0usize;
-    let mut latencies = Latencies::default();
-    let start = Instant::now();
-    while start.elapsed() < phase {
-        let values: Vec<String> = (next_id..next_id + INSERT_ROWS)
-            .map(|id| format!("({id}, '{body}')"))
-            .collect();
-        next_id += INSERT_ROWS;
-        let sql = format!(
-            "INSERT INTO records (id, body) VALUES {}",
-            values.join(", ")
-        );
-        let sent = Instant::now();
-        client.batch_execute(&sql).await?;
-        latencies.record(sent.elapsed());
-    }
-    postgres_appends.push(Phase {
-        name: format!("SQL INSERT of {INSERT_ROWS} rows per statement"),
-        key: "quic_sql_insert",
-        batch: INSERT_ROWS,
-        events_per_second: next_id as f64 / start.elapsed().as_secs_f64(),
-        latencies,
-    });
-
+    ours.stop().await?;
     let reads = reads(settings, port).await?;
-    Ok((kimberlite_appends, postgres_appends, reads))
+    Ok((appends, reads))
+}
+
+/// The append shapes on PostgreSQL, connections opened and statements prepared up front.
+struct PgAppender {
+    client: tokio_postgres::Client,
+    insert: tokio_postgres::Statement,
+    many: Vec<Arc<(tokio_postgres::Client, tokio_postgres::Statement)>>,
+    next_id: usize,
+}
+
+impl PgAppender {
+    async fn start(port: u16) -> anyhow::Result<PgAppender> {
+        let client = connect(port).await?;
+        let insert = client.prepare(INSERT_EVENTS).await?;
+        let mut many = Vec::new();
+        for _ in 0..CLIENTS_CONCURRENT {
+            let client = connect(port).await?;
+            let statement = client.prepare(INSERT_EVENT).await?;
+            many.push(Arc::new((client, statement)));
+        }
+        Ok(PgAppender {
+            client,
+            insert,
+            many,
+            next_id: 0,
+        })
+    }
+
+    async fn run(&mut self, shape: QuicShape, slice: Duration) -> anyhow::Result<Slice> {
+        let mut latencies = Latencies::default();
+        let start = Instant::now();
+        let mut events = 0usize;
+        match shape {
+            // 1 client, 64 events per request: one multi-row INSERT (one transaction, one
+            // commit).
+            QuicShape::Batched => {
+                let payloads: Vec<Vec<u8>> = (0..REQUEST_EVENTS)
+                    .map(|_| vec![b'x'; EVENT_BYTES])
+                    .collect();
+                while start.elapsed() < slice {
+                    let sent = Instant::now();
+                    self.client.execute(&self.insert, &[&payloads]).await?;
+                    latencies.record(sent.elapsed());
+                    events += REQUEST_EVENTS;
+                }
+            }
+            QuicShape::ManyClients => {
+                let mut tasks = Vec::new();
+                for connection in &self.many {
+                    let connection = connection.clone();
+                    tasks.push(tokio::spawn(async move {
+                        let (client, statement) = &*connection;
+                        let payload = vec![b'x'; EVENT_BYTES];
+                        let mut latencies = Latencies::default();
+                        while start.elapsed() < slice {
+                            let sent = Instant::now();
+                            client.execute(statement, &[&payload]).await?;
+                            latencies.record(sent.elapsed());
+                        }
+                        anyhow::Ok(latencies)
+                    }));
+                }
+                for task in tasks {
+                    latencies.extend(task.await??);
+                }
+                events = latencies.len();
+            }
+            // SQL text INSERTs of 64 rows, as Kimberlite gets them.
+            QuicShape::SqlInsert => {
+                let body = "y".repeat(EVENT_BYTES - 16);
+                while start.elapsed() < slice {
+                    let values: Vec<String> = (self.next_id..self.next_id + INSERT_ROWS)
+                        .map(|id| format!("({id}, '{body}')"))
+                        .collect();
+                    self.next_id += INSERT_ROWS;
+                    let sql = format!(
+                        "INSERT INTO records (id, body) VALUES {}",
+                        values.join(", ")
+                    );
+                    let sent = Instant::now();
+                    self.client.batch_execute(&sql).await?;
+                    latencies.record(sent.elapsed());
+                    events += INSERT_ROWS;
+                }
+            }
+        }
+        Ok(Slice {
+            events,
+            elapsed: start.elapsed(),
+            latencies,
+        })
+    }
 }
 
 async fn connect(port: u16) -> anyhow::Result<tokio_postgres::Client> {
@@ -247,40 +302,6 @@ async fn connect(port: u16) -> anyhow::Result<tokio_postgres::Client> {
         }
     });
     Ok(client)
-}
-
-async fn many_clients(port: u16, phase: Duration) -> anyhow::Result<Phase> {
-    let mut clients = Vec::new();
-    for _ in 0..CLIENTS_CONCURRENT {
-        let client = connect(port).await?;
-        let statement = client.prepare(INSERT_EVENT).await?;
-        clients.push((client, statement));
-    }
-    let start = Instant::now();
-    let mut tasks = Vec::new();
-    for (client, statement) in clients {
-        tasks.push(tokio::spawn(async move {
-            let payload = vec![b'x'; EVENT_BYTES];
-            let mut latencies = Latencies::default();
-            while start.elapsed() < phase {
-                let sent = Instant::now();
-                client.execute(&statement, &[&payload]).await?;
-                latencies.record(sent.elapsed());
-            }
-            anyhow::Ok(latencies)
-        }));
-    }
-    let mut latencies = Latencies::default();
-    for task in tasks {
-        latencies.extend(task.await??);
-    }
-    Ok(Phase {
-        name: format!("{CLIENTS_CONCURRENT} clients, 1 event per request"),
-        key: "quic_64_clients",
-        batch: CLIENTS_CONCURRENT,
-        events_per_second: latencies.len() as f64 / start.elapsed().as_secs_f64(),
-        latencies,
-    })
 }
 
 /// Loads the same rows × versions into both databases, then interleaves lookups.
@@ -306,13 +327,14 @@ async fn reads(settings: &Settings, port: u16) -> anyhow::Result<Reads> {
     let mut kinds = query::kinds(&depths);
     let mut their_kinds = query::kinds(&depths);
     let mut ids = Ids::new(0x706f7374);
-    for _ in 0..settings.pick(READ_LOOKUPS_FULL, READ_LOOKUPS_QUICK) {
+    for round in 0..settings.pick(READ_LOOKUPS_FULL, READ_LOOKUPS_QUICK) {
         let mut their_ids = ids.clone();
-        let round = query::lookup_round(&ours, shape, &loaded.round_ends, &mut ids).await?;
-        for (kind, latency) in kinds.iter_mut().zip(round) {
+        let latencies =
+            query::lookup_round(&ours, shape, &loaded.round_ends, &mut ids, round).await?;
+        for (kind, latency) in kinds.iter_mut().zip(latencies) {
             kind.latencies.record(latency);
         }
-        for (index, kind) in their_kinds.iter_mut().enumerate() {
+        for index in query::round_order(their_kinds.len(), round) {
             let id = their_ids.next(shape.rows);
             let version = query::version_of(shape, &depths, index);
             let sent = Instant::now();
@@ -323,7 +345,7 @@ async fn reads(settings: &Settings, port: u16) -> anyhow::Result<Reads> {
                     .query(&as_of, &[&(id as i64), &postgres_ends[version]])
                     .await?
             };
-            kind.latencies.record(sent.elapsed());
+            their_kinds[index].latencies.record(sent.elapsed());
             let rows: Vec<Vec<WireValue>> = rows
                 .iter()
                 .map(|row| {

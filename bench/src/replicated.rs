@@ -1,14 +1,16 @@
 //! `replicated`: the replication layer, 3 replicas on loopback, next to a 3-member etcd
 //! cluster doing puts of the same size at its default durability.
 //!
-//! **What this measures until the node is wired to VSR:** Kimberlite's consensus driver
-//! (`kimberlite_consensus::driver::ReplicaDriver`: `FileStorage` journals with fdatasync,
-//! the mutual-TLS QUIC transport between replicas) committing `EVENT_BYTES`-byte commands
-//! into a *model* state machine (a SHA-256 chain over the commands), not the kernel, the log
-//! or SQL. A 1-replica cluster runs in the same run, so the cost of replication itself is
-//! visible. Clients talk to the driver in-process (no client protocol hop); etcd's clients
-//! use its gRPC API (`etcdserverpb.KV/Put`) over loopback TCP, sent to the leader as
-//! Kimberlite's go to the primary.
+//! Kimberlite: the consensus driver (`kimberlite_consensus::driver::ReplicaDriver`:
+//! `FileStorage` journals with fdatasync, the mutual-TLS QUIC transport between replicas)
+//! with the node's replicated state machine, `kimberlite::replicated::KernelStateMachine`
+//! (the kernel, the encrypted hash-chained tenant logs and the view store of every replica),
+//! committing kernel `Append` commands of one `EVENT_BYTES`-byte event. The host's client
+//! protocol is not wired to VSR yet, so clients submit encoded commands to the driver
+//! in-process (no QUIC hop from the client); etcd's clients use its gRPC API
+//! (`etcdserverpb.KV/Put`) over loopback TCP, sent to the leader as Kimberlite's go to the
+//! primary. A 1-replica cluster runs in the same run, so the cost of replication itself is
+//! visible.
 //!
 //! Shapes: 1 client with one request in flight (latency), and `CLIENTS_CONCURRENT` clients
 //! with one request each in flight (throughput; VSR sessions allow one in flight per
@@ -18,176 +20,348 @@ use crate::append::CLIENTS_CONCURRENT;
 use crate::peers::{Peer, free_ports};
 use crate::stats::Latencies;
 use crate::{EVENT_BYTES, Settings, summary};
+use kimberlite::replicated::{
+    ClusterKeys, ClusterSecret, CommitReply, KernelStateMachine, ReplicatedOptions, ReplyOutcome,
+    encode_command,
+};
+use kimberlite_consensus::Config;
 use kimberlite_consensus::driver::{DriverConfig, ReplicaDriver, StartMode, SubmitError};
 use kimberlite_consensus::transport::{CertificateFingerprint, ReplicaIdentity};
-use kimberlite_consensus::{Config, StateMachine};
-use sha2::{Digest, Sha256};
+use kimberlite_kernel::{AppendEvent, Command, CommandBody, SYSTEM_TENANT, TenantId};
+use kimberlite_log::LogConfig;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// How long the replicas may take to elect a primary.
 const ELECTION_TIMEOUT_MS: u64 = 30_000;
 /// The cluster id of the benchmark's replicas.
 const CLUSTER_ID: u128 = 0x6b696d62_62656e63;
+/// The secret every replica derives the tenants' data keys from (a benchmark's, not a
+/// secret).
+const CLUSTER_SECRET: [u8; 32] = [0x6b; 32];
+/// How long one request may take across view changes before the suite gives up.
+const FAILOVER_MS_MAX: u64 = 30_000;
+/// Pause before resubmitting to a replica that is not (yet) the primary.
+const FAILOVER_RETRY_MS: u64 = 10;
 /// Members of the etcd cluster (bench/peers/etcd.sh) and its port layout.
 const ETCD_MEMBERS: u16 = 3;
 const ETCD_PEER_PORT_OFFSET: u16 = 10;
 
-/// The model state machine: a SHA-256 chain over committed commands, like a log's hash
-/// chain without the log. Constant-size snapshots, so checkpoints cost the same however
-/// long the run.
+/// One measured shape of one system, slices added up.
 #[derive(Debug, Default)]
-struct Chain {
-    commits: u64,
-    head: [u8; 32],
-}
-
-impl StateMachine for Chain {
-    fn commit(
-        &mut self,
-        op: u64,
-        _timestamp_ns: u64,
-        _client: u128,
-        _request: u64,
-        command: &[u8],
-    ) -> Vec<u8> {
-        let mut hasher = Sha256::new();
-        hasher.update(self.head);
-        hasher.update(op.to_le_bytes());
-        hasher.update(command);
-        self.head = hasher.finalize().into();
-        self.commits += 1;
-        op.to_le_bytes().to_vec()
-    }
-
-    fn snapshot(&self) -> Vec<u8> {
-        let mut bytes = self.commits.to_le_bytes().to_vec();
-        bytes.extend_from_slice(&self.head);
-        bytes
-    }
-
-    fn restore(&mut self, snapshot: &[u8]) {
-        self.commits = u64::from_le_bytes(snapshot[..8].try_into().expect("8 bytes"));
-        self.head = snapshot[8..40].try_into().expect("32 bytes");
-    }
-}
-
-/// One measured shape of one system.
-#[derive(Debug)]
 struct Measured {
-    commits_per_second: f64,
+    elapsed: Duration,
     latencies: Latencies,
+    /// View changes during the phase (Kimberlite only).
+    view_changes: u64,
+}
+
+impl Measured {
+    fn add(&mut self, other: Measured) {
+        self.elapsed += other.elapsed;
+        self.latencies.extend(other.latencies);
+        self.view_changes += other.view_changes;
+    }
+
+    fn commits_per_second(&self) -> f64 {
+        self.latencies.len() as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+/// The systems of the suite, all running at once; each round gives each a slice in turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum System {
+    Kimberlite1,
+    Kimberlite3,
+    Etcd,
+}
+
+impl System {
+    fn key(self) -> &'static str {
+        match self {
+            System::Kimberlite1 => "kimberlite_1_replica",
+            System::Kimberlite3 => "kimberlite_3_replica",
+            System::Etcd => "etcd_3_members",
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            System::Kimberlite1 => "Kimberlite VSR, 1 replica",
+            System::Kimberlite3 => "Kimberlite VSR, 3 replicas",
+            System::Etcd => "etcd, 3 members",
+        }
+    }
 }
 
 pub fn run(settings: &Settings) -> anyhow::Result<()> {
+    let etcd_missing = Peer::check("etcd.sh").err();
     let runtime = crate::runtime()?;
-    let mut rows: Vec<(String, String, Measured)> = Vec::new();
-    for replicas in [1u8, 3] {
-        let cluster = Cluster::start(settings, replicas)?;
-        let measured = runtime.block_on(async {
-            let primary = cluster.primary().await?;
-            let single = kimberlite_clients(&cluster, primary, 1, settings.phase(), 1).await?;
-            let many =
-                kimberlite_clients(&cluster, primary, CLIENTS_CONCURRENT, settings.phase(), 2)
-                    .await?;
-            anyhow::Ok((single, many))
-        });
-        cluster.shutdown();
-        let (single, many) = measured?;
-        rows.push((
-            format!("kimberlite_{replicas}_replica_1_client"),
-            format!("Kimberlite VSR, {replicas} replica(s), 1 client"),
-            single,
-        ));
-        rows.push((
-            format!("kimberlite_{replicas}_replica_{CLIENTS_CONCURRENT}_clients"),
-            format!("Kimberlite VSR, {replicas} replica(s), {CLIENTS_CONCURRENT} clients"),
-            many,
-        ));
-    }
-    let port = free_ports(
-        &(0..ETCD_MEMBERS)
-            .flat_map(|member| [member, member + ETCD_PEER_PORT_OFFSET])
-            .collect::<Vec<_>>(),
-    )?;
-    let peer = Peer::start("etcd.sh", port)?;
-    let etcd = runtime.block_on(async {
-        let leader = etcd::leader(port, ETCD_MEMBERS).await?;
-        let single = etcd::puts(leader, 1, settings.phase()).await?;
-        let many = etcd::puts(leader, CLIENTS_CONCURRENT, settings.phase()).await?;
-        anyhow::Ok((single, many))
-    });
-    drop(peer);
-    let (single, many) = etcd?;
-    rows.push((
-        "etcd_3_members_1_client".into(),
-        "etcd, 3 members, 1 client".into(),
-        single,
+    let single = Cluster::start(settings, 1)?;
+    let triple = Cluster::start(settings, 3)?;
+    let peer_port = match etcd_missing {
+        None => {
+            let port = free_ports(
+                &(0..ETCD_MEMBERS)
+                    .flat_map(|member| [member, member + ETCD_PEER_PORT_OFFSET])
+                    .collect::<Vec<_>>(),
+            )?;
+            Some((Peer::start("etcd.sh", port)?, port))
+        }
+        Some(_) => None,
+    };
+    let measured = runtime.block_on(measure(
+        settings,
+        [&single, &triple],
+        peer_port.as_ref().map(|(_, port)| *port),
     ));
-    rows.push((
-        format!("etcd_3_members_{CLIENTS_CONCURRENT}_clients"),
-        format!("etcd, 3 members, {CLIENTS_CONCURRENT} clients"),
-        many,
-    ));
+    drop(peer_port);
+    single.shutdown();
+    triple.shutdown();
+    let mut rows = measured?;
 
     println!(
-        "\nsuite replicated: {EVENT_BYTES}-byte commands committed by 3 replicas on loopback. Kimberlite = the VSR \
-         replica driver with a MODEL state machine (the node is not wired to VSR yet)"
+        "\nsuite replicated: {EVENT_BYTES}-byte commands committed on loopback, all systems up at once, \
+         alternating slices. Kimberlite = the VSR replica driver with the node's kernel state \
+         machine, commands submitted in-process"
     );
+    if let Some(reason) = &etcd_missing {
+        println!("  etcd: skipped: {reason}");
+    }
     println!(
-        "  {:<48} {:>11} {:>10} {:>10}",
-        "system, shape", "commits/s", "p50 us", "p99 us"
+        "  {:<48} {:>11} {:>10} {:>10} {:>8}",
+        "system, shape", "commits/s", "p50 us", "p99 us", "views+"
     );
     let mut figures = serde_json::Map::new();
-    for (key, name, measured) in &mut rows {
+    for (system, clients, measured) in &mut rows {
+        let key = format!(
+            "{}_{clients}_client{}",
+            system.key(),
+            if *clients == 1 { "" } else { "s" }
+        );
         let (p50, p99) = (
             measured.latencies.quantile_us(0.5),
             measured.latencies.quantile_us(0.99),
         );
         println!(
-            "  {:<48} {:>11.0} {:>10.0} {:>10.0}",
-            name, measured.commits_per_second, p50, p99
+            "  {:<48} {:>11.0} {:>10.0} {:>10.0} {:>8}",
+            format!("{}, {clients} client(s)", system.name()),
+            measured.commits_per_second(),
+            p50,
+            p99,
+            measured.view_changes
         );
+        if *system != System::Etcd {
+            figures.insert(format!("{key}_view_changes"), measured.view_changes.into());
+        }
         figures.insert(
             format!("{key}_commits_per_second"),
-            measured.commits_per_second.into(),
+            measured.commits_per_second().into(),
         );
         figures.insert(format!("{key}_p50_us"), p50.into());
         figures.insert(format!("{key}_p99_us"), p99.into());
     }
-    let find = |key: &str| {
-        rows.iter()
-            .find(|(k, ..)| k == key)
-            .map(|(_, _, m)| m)
-            .expect("measured")
-    };
-    let many = format!("{CLIENTS_CONCURRENT}_clients");
-    let ours = find(&format!("kimberlite_3_replica_{many}"));
-    let theirs = find(&format!("etcd_3_members_{many}"));
-    let single_ours = find("kimberlite_3_replica_1_client");
-    let single_theirs = find("etcd_3_members_1_client");
-    let alone = find(&format!("kimberlite_1_replica_{many}"));
-    let p99 = |measured: &Measured| measured.latencies.clone().quantile_us(0.99);
-    let ratios = serde_json::json!({
-        "kimberlite_over_etcd_throughput": ours.commits_per_second / theirs.commits_per_second,
-        // Latency ratios are etcd's over Kimberlite's: above 1, Kimberlite is faster.
-        "etcd_over_kimberlite_p99_1_client": p99(single_theirs) / p99(single_ours),
-        "etcd_over_kimberlite_p99_many_clients": p99(theirs) / p99(ours),
-        "kimberlite_3_over_1_replica_throughput": ours.commits_per_second / alone.commits_per_second,
-    });
     println!(
-        "  Kimberlite/etcd throughput ({CLIENTS_CONCURRENT} clients): {:.2}; 3 replicas / 1 replica: {:.2}",
-        ours.commits_per_second / theirs.commits_per_second,
-        ours.commits_per_second / alone.commits_per_second
+        "  views+ = view changes during the phase; a request in flight then was resubmitted to the new primary"
     );
-    summary("replicated", ratios, figures.into());
+    let find = |system: System, clients: usize| {
+        rows.iter()
+            .find(|(s, c, _)| *s == system && *c == clients)
+            .map(|(_, _, measured)| measured)
+    };
+    let many = CLIENTS_CONCURRENT;
+    let ours = find(System::Kimberlite3, many).expect("measured");
+    let alone = find(System::Kimberlite1, many).expect("measured");
+    let mut ratios = serde_json::Map::new();
+    ratios.insert(
+        "kimberlite_3_over_1_replica_throughput".into(),
+        (ours.commits_per_second() / alone.commits_per_second()).into(),
+    );
+    let mut line = format!(
+        "  3 replicas / 1 replica throughput ({many} clients): {:.2}",
+        ours.commits_per_second() / alone.commits_per_second()
+    );
+    if let (Some(theirs), Some(single_theirs)) = (find(System::Etcd, many), find(System::Etcd, 1)) {
+        let single_ours = find(System::Kimberlite3, 1).expect("measured");
+        let p99 = |measured: &Measured| measured.latencies.clone().quantile_us(0.99);
+        let throughput = ours.commits_per_second() / theirs.commits_per_second();
+        ratios.insert("kimberlite_over_etcd_throughput".into(), throughput.into());
+        ratios.insert(
+            "kimberlite_over_etcd_throughput_1_client".into(),
+            (single_ours.commits_per_second() / single_theirs.commits_per_second()).into(),
+        );
+        // Latency ratios are etcd's over Kimberlite's: above 1, Kimberlite is faster.
+        ratios.insert(
+            "etcd_over_kimberlite_p99_1_client".into(),
+            (p99(single_theirs) / p99(single_ours)).into(),
+        );
+        ratios.insert(
+            "etcd_over_kimberlite_p99_many_clients".into(),
+            (p99(theirs) / p99(ours)).into(),
+        );
+        line = format!(
+            "  Kimberlite/etcd throughput ({many} clients): {throughput:.2};{}",
+            &line[1..]
+        );
+    }
+    println!("{line}");
+    summary("replicated", ratios, figures);
     Ok(())
+}
+
+/// Both shapes on every system, in rounds of one slice per system (the order rotates).
+async fn measure(
+    settings: &Settings,
+    clusters: [&Cluster; 2],
+    etcd_port: Option<u16>,
+) -> anyhow::Result<Vec<(System, usize, Measured)>> {
+    let mut systems = vec![System::Kimberlite1, System::Kimberlite3];
+    let leader = match etcd_port {
+        Some(port) => {
+            systems.push(System::Etcd);
+            Some(etcd::leader(port, ETCD_MEMBERS).await?)
+        }
+        None => None,
+    };
+    let mut sessions = Vec::new();
+    for cluster in clusters {
+        sessions.push(Sessions::open(cluster, CLIENTS_CONCURRENT).await?);
+    }
+    let mut rows = Vec::new();
+    for clients in [1, CLIENTS_CONCURRENT] {
+        let mut totals: Vec<Measured> = systems.iter().map(|_| Measured::default()).collect();
+        for round in 0..settings.rounds() {
+            for turn in 0..systems.len() {
+                let index = (round + turn) % systems.len();
+                let slice = settings.slice();
+                let measured = match systems[index] {
+                    System::Kimberlite1 | System::Kimberlite3 => {
+                        sessions[index].run(clients, slice).await?
+                    }
+                    System::Etcd => etcd::puts(leader.expect("etcd is up"), clients, slice).await?,
+                };
+                totals[index].add(measured);
+            }
+        }
+        for (system, measured) in systems.iter().zip(totals) {
+            rows.push((*system, clients, measured));
+        }
+    }
+    Ok(rows)
+}
+
+/// Registered client sessions of one cluster, with the next request number of each.
+struct Sessions<'a> {
+    cluster: &'a Cluster,
+    primary: AtomicUsize,
+    clients: Vec<(u128, u64)>,
+    /// The encoded kernel command every request submits: append one event to the tenant.
+    command: Vec<u8>,
+}
+
+impl<'a> Sessions<'a> {
+    /// Registers `clients` sessions, creates the benchmark's tenant and checks that one
+    /// append commits as an append.
+    async fn open(cluster: &'a Cluster, clients: usize) -> anyhow::Result<Sessions<'a>> {
+        let primary = AtomicUsize::new(cluster.primary().await?);
+        let mut registered = Vec::new();
+        for client in 1..=clients as u128 {
+            submit_following_primary(cluster, &primary, client, 0, None).await?;
+            registered.push((client, 1));
+        }
+        let create = encode_command(&command(
+            SYSTEM_TENANT,
+            CommandBody::CreateTenant {
+                name: "bench".into(),
+            },
+        ));
+        let reply = submit_following_primary(cluster, &primary, 1, 1, Some(&create)).await?;
+        let tenant: TenantId = match CommitReply::decode(&reply)? {
+            CommitReply::Written(written) => match written.outcome {
+                ReplyOutcome::TenantCreated { tenant, .. } => tenant,
+                other => anyhow::bail!("creating the tenant answered {other:?}"),
+            },
+            CommitReply::Refused(refusal) => {
+                anyhow::bail!("creating the tenant was refused: {}", refusal.message)
+            }
+        };
+        let append = encode_command(&command(
+            tenant,
+            CommandBody::Append {
+                events: vec![AppendEvent {
+                    stream: "accounts".into(),
+                    event_type: "Deposited".into(),
+                    payload: vec![0x42; EVENT_BYTES],
+                }],
+            },
+        ));
+        let reply = submit_following_primary(cluster, &primary, 1, 2, Some(&append)).await?;
+        match CommitReply::decode(&reply)? {
+            CommitReply::Written(written)
+                if written.outcome == (ReplyOutcome::Appended { count: 1 }) => {}
+            other => anyhow::bail!("a benchmark append answered {other:?}"),
+        }
+        registered[0].1 = 3;
+        Ok(Sessions {
+            cluster,
+            primary,
+            clients: registered,
+            command: append,
+        })
+    }
+
+    /// The first `clients` sessions each submit commands one at a time for `slice`. A view
+    /// change (the disk of this VM can stall past the protocol's timeouts) is handled as a
+    /// real client handles it: the same request goes to the new primary, its latency
+    /// includes the failover, and the view changes are counted.
+    async fn run(&mut self, clients: usize, slice: Duration) -> anyhow::Result<Measured> {
+        let view_before = self.cluster.view();
+        let command = &self.command;
+        let start = Instant::now();
+        let (cluster, primary) = (self.cluster, &self.primary);
+        let submissions = self.clients[..clients]
+            .iter_mut()
+            .map(|(client, request)| async move {
+                let mut latencies = Latencies::default();
+                while start.elapsed() < slice {
+                    let sent = Instant::now();
+                    submit_following_primary(cluster, primary, *client, *request, Some(command))
+                        .await?;
+                    latencies.record(sent.elapsed());
+                    *request += 1;
+                }
+                anyhow::Ok(latencies)
+            });
+        let mut latencies = Latencies::default();
+        for result in futures_join_all(submissions).await {
+            latencies.extend(result?);
+        }
+        Ok(Measured {
+            elapsed: start.elapsed(),
+            latencies,
+            view_changes: self.cluster.view() - view_before,
+        })
+    }
+}
+
+/// A kernel command as a client would submit it (the committed op supplies client,
+/// request and timestamp).
+fn command(tenant: TenantId, body: CommandBody) -> Command {
+    Command {
+        tenant,
+        client_id: 0,
+        request: 0,
+        timestamp_ns: 0,
+        principal: "bench".into(),
+        reason: String::new(),
+        body,
+    }
 }
 
 /// Replicas on loopback in a temporary directory.
 struct Cluster {
-    drivers: Vec<ReplicaDriver<Chain>>,
+    drivers: Vec<ReplicaDriver<KernelStateMachine>>,
     _directory: tempfile::TempDir,
 }
 
@@ -218,15 +392,29 @@ impl Cluster {
                 addresses: addresses.clone(),
                 identity: identities[replica as usize].clone(),
                 fingerprints: fingerprints.clone(),
-                data_dir: directory.path().join(format!("replica-{replica}")),
+                data_dir: directory.path().join(format!("replica-{replica}/vsr")),
                 start: StartMode::Format,
             };
-            drivers.push(ReplicaDriver::start(&config, Chain::default())?);
+            let machine = KernelStateMachine::open(ReplicatedOptions {
+                data_dir: directory.path().join(format!("replica-{replica}/node")),
+                log: LogConfig::default(),
+                keys: ClusterKeys::new(CLUSTER_ID, ClusterSecret::new(CLUSTER_SECRET)),
+            })?;
+            drivers.push(ReplicaDriver::start(&config, machine)?);
         }
         Ok(Cluster {
             drivers,
             _directory: directory,
         })
+    }
+
+    /// The highest view any replica is in.
+    fn view(&self) -> u64 {
+        self.drivers
+            .iter()
+            .map(|driver| driver.status().view)
+            .max()
+            .unwrap_or(0)
     }
 
     /// Waits for a primary in normal status; returns its index.
@@ -250,8 +438,13 @@ impl Cluster {
 
     fn shutdown(self) {
         for driver in self.drivers {
-            if let Err(error) = driver.shutdown() {
-                eprintln!("warning: a benchmark replica failed: {error}");
+            match driver.shutdown() {
+                Ok(machine) => {
+                    if let Err(error) = machine.close() {
+                        eprintln!("warning: closing a benchmark replica's state: {error:#}");
+                    }
+                }
+                Err(error) => eprintln!("warning: a benchmark replica failed: {error}"),
             }
         }
     }
@@ -267,54 +460,54 @@ fn free_udp_addresses(count: usize) -> anyhow::Result<Vec<SocketAddr>> {
         .collect::<Result<_, _>>()?)
 }
 
-/// `clients` clients (ids distinct per `generation`) each submitting commands one at a time
-/// to the primary for `phase`.
-async fn kimberlite_clients(
+/// Submits request `request` of `client` (0 with no command: the registration) to the
+/// primary `primary` believes in, and follows the cluster to its new primary until the
+/// request is answered (at most `FAILOVER_MS_MAX`).
+async fn submit_following_primary(
     cluster: &Cluster,
-    primary: usize,
-    clients: usize,
-    phase: Duration,
-    generation: u128,
-) -> anyhow::Result<Measured> {
-    let driver = &cluster.drivers[primary];
-    let ids: Vec<u128> = (1..=clients as u128)
-        .map(|client| generation << 64 | client)
-        .collect();
-    for &client in &ids {
-        driver
-            .register(client)
-            .await
-            .map_err(|error| anyhow::anyhow!("registering client {client:x}: {error}"))?;
-    }
-    let command = vec![0x42u8; EVENT_BYTES];
-    let start = Instant::now();
-    let submissions = ids.iter().map(|&client| {
-        let command = command.clone();
-        async move {
-            let mut latencies = Latencies::default();
-            let mut request = 1;
-            while start.elapsed() < phase {
-                let sent = Instant::now();
-                match driver.submit(client, request, command.clone()).await {
-                    Ok(_) => latencies.record(sent.elapsed()),
-                    Err(error @ (SubmitError::NotPrimary { .. } | SubmitError::OutcomeUnknown { .. })) => {
-                        anyhow::bail!("a view change happened during the benchmark (no faults were injected): {error}")
-                    }
-                    Err(error) => anyhow::bail!("client {client:x} request {request}: {error}"),
-                }
-                request += 1;
+    primary: &AtomicUsize,
+    client: u128,
+    request: u64,
+    command: Option<&Vec<u8>>,
+) -> anyhow::Result<Vec<u8>> {
+    let deadline = Instant::now() + Duration::from_millis(FAILOVER_MS_MAX);
+    loop {
+        let target = primary.load(Ordering::Relaxed);
+        let driver = &cluster.drivers[target];
+        let result = match command {
+            Some(command) => driver
+                .submit(client, request, command.clone())
+                .await
+                .map(|reply| reply.body),
+            None => driver.register(client).await.map(|_| Vec::new()),
+        };
+        match result {
+            Ok(body) => return Ok(body),
+            // Not (or no longer) the primary: go to the one it names, which may still be
+            // finishing the view change (then it answers NotPrimary too, and we wait).
+            Err(
+                SubmitError::NotPrimary { primary: next, .. }
+                | SubmitError::OutcomeUnknown { primary: next, .. },
+            ) => {
+                primary.store(next as usize, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(FAILOVER_RETRY_MS)).await;
             }
-            anyhow::Ok(latencies)
+            Err(SubmitError::TimedOut { .. } | SubmitError::Busy { .. }) => {
+                tokio::time::sleep(Duration::from_millis(FAILOVER_RETRY_MS)).await;
+            }
+            Err(error) => anyhow::bail!("client {client:x} request {request}: {error}"),
         }
-    });
-    let mut latencies = Latencies::default();
-    for result in futures_join_all(submissions).await {
-        latencies.extend(result?);
+        if Instant::now() > deadline {
+            anyhow::bail!(
+                "client {client:x} request {request}: no primary answered within {FAILOVER_MS_MAX} ms: {:?}",
+                cluster
+                    .drivers
+                    .iter()
+                    .map(ReplicaDriver::status)
+                    .collect::<Vec<_>>()
+            );
+        }
     }
-    Ok(Measured {
-        commits_per_second: latencies.len() as f64 / start.elapsed().as_secs_f64(),
-        latencies,
-    })
 }
 
 /// Runs futures concurrently on the current task and collects their outputs in order.
@@ -395,12 +588,10 @@ mod etcd {
     }
 
     async fn channel(port: u16) -> anyhow::Result<Channel> {
-        Ok(Channel::from_shared(format!("http://127.0.0.1:{port}"))?
+        Channel::from_shared(format!("http://127.0.0.1:{port}"))?
             .connect()
             .await
-            .map_err(|error| {
-                anyhow::anyhow!("cannot connect to etcd on 127.0.0.1:{port}: {error}")
-            })?)
+            .map_err(|error| anyhow::anyhow!("cannot connect to etcd on 127.0.0.1:{port}: {error}"))
     }
 
     async fn unary<Q, A>(channel: Channel, path: &'static str, request: Q) -> anyhow::Result<A>
@@ -488,8 +679,9 @@ mod etcd {
             latencies.extend(task.await??);
         }
         Ok(Measured {
-            commits_per_second: latencies.len() as f64 / start.elapsed().as_secs_f64(),
+            elapsed: start.elapsed(),
             latencies,
+            view_changes: 0,
         })
     }
 }
