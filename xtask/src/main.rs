@@ -12,7 +12,10 @@ use std::process::{Command, ExitCode};
 
 mod guests;
 
-/// The VOPR seeds every test run checks (more run in the nightly-style `cargo xtask vopr --seeds N`).
+/// The VOPR seeds every test run checks: the fixed range `0..TEST_VOPR_SEEDS`, the same on
+/// every run, so a red test run is a regression and not the luck of the draw. Random
+/// seeds run with `cargo xtask vopr --seeds N` (no `--start`), which prints its first seed
+/// and a one-line reproduction for each failure.
 const TEST_VOPR_SEEDS: u64 = 200;
 
 fn workspace_root() -> PathBuf {
@@ -70,7 +73,15 @@ fn main() -> ExitCode {
             let mut command = cargo();
             command.current_dir(&root).args(["test", "--workspace"]).args(&arguments[1..]);
             run(command)?;
-            vopr(&root, &["--seeds".to_string(), TEST_VOPR_SEEDS.to_string()])
+            vopr(
+                &root,
+                &[
+                    "--seeds".to_string(),
+                    TEST_VOPR_SEEDS.to_string(),
+                    "--start".to_string(),
+                    "0".to_string(),
+                ],
+            )
         }),
         Some("demo") => build_guests(&root).and_then(|()| {
             let mut command = cargo();
