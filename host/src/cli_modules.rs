@@ -121,6 +121,18 @@ async fn query(
     Ok(client.query(tenant, sql, params).await?)
 }
 
+/// Runs a listing query over a system view and prints it.
+async fn print_query(
+    client: &Client,
+    tenant: &str,
+    sql: &str,
+    format: Format,
+) -> anyhow::Result<()> {
+    let rows = query(client, tenant, sql, &[]).await?;
+    print!("{}", render::result_set(&rows, format));
+    Ok(())
+}
+
 pub async fn projection(client: &Client, command: ProjectionCommand) -> anyhow::Result<()> {
     match command {
         ProjectionCommand::Deploy {
@@ -153,15 +165,13 @@ pub async fn projection(client: &Client, command: ProjectionCommand) -> anyhow::
             wait_until_serving(client, &tenant, &name, version).await
         }
         ProjectionCommand::List { tenant, format } => {
-            let rows = query(
+            print_query(
                 client,
                 &tenant,
                 "SELECT name, version, state, module, tables, applied, lag, deployed_by FROM kimberlite.projections ORDER BY name, version",
-                &[],
+                format,
             )
-            .await?;
-            print!("{}", render::result_set(&rows, format));
-            Ok(())
+            .await
         }
         ProjectionCommand::Status {
             tenant,
@@ -289,15 +299,13 @@ pub async fn policy(client: &Client, command: PolicyCommand) -> anyhow::Result<(
             Ok(())
         }
         PolicyCommand::List { tenant, format } => {
-            let rows = query(
+            print_query(
                 client,
                 &tenant,
                 "SELECT name, version, state, module, covers, deployed_by FROM kimberlite.policies ORDER BY name, version",
-                &[],
+                format,
             )
-            .await?;
-            print!("{}", render::result_set(&rows, format));
-            Ok(())
+            .await
         }
         PolicyCommand::Rollback {
             tenant,

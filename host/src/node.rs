@@ -553,12 +553,7 @@ impl Node {
                             &reason,
                             CommandBody::Sql { sql, params },
                         );
-                        let written = self.write(vec![command]).await?;
-                        Ok(Response::Written {
-                            summary: summarize(&written),
-                            rows_affected: written.rows_affected,
-                            positions: written.positions,
-                        })
+                        Ok(written_response(&self.write(vec![command]).await?))
                     }
                 }
             }
@@ -637,12 +632,7 @@ impl Node {
                 .map_err(|error| internal(format!("deploy task failed: {error}")))??;
                 let command =
                     self.command(tenant_id, client.0, client.1, &token.name, &reason, body);
-                let written = self.write(vec![command]).await?;
-                Ok(Response::Written {
-                    summary: summarize(&written),
-                    rows_affected: 0,
-                    positions: written.positions,
-                })
+                Ok(written_response(&self.write(vec![command]).await?))
             }
             Request::ModuleRollback {
                 tenant,
@@ -663,12 +653,7 @@ impl Node {
                 };
                 let command =
                     self.command(tenant_id, client.0, client.1, &token.name, &reason, body);
-                let written = self.write(vec![command]).await?;
-                Ok(Response::Written {
-                    summary: summarize(&written),
-                    rows_affected: 0,
-                    positions: written.positions,
-                })
+                Ok(written_response(&self.write(vec![command]).await?))
             }
             Request::ReadLog {
                 tenant,
@@ -1068,6 +1053,15 @@ fn resolve_tenant(catalog: &Catalog, token: &Token, name: &str) -> Result<Tenant
             "no tenant named `{name}` (create it with `kimberlite tenant create {name}`)"
         ),
     })
+}
+
+/// The answer to a write: what it did and where in the log it went.
+fn written_response(written: &Written) -> Response {
+    Response::Written {
+        summary: summarize(written),
+        rows_affected: written.rows_affected,
+        positions: written.positions,
+    }
 }
 
 fn summarize(written: &Written) -> String {

@@ -80,7 +80,7 @@ pub fn projections_rows(ctx: &QueryContext<'_>) -> Result<Vec<Row>, QueryError> 
                 integer(progress.as_ref().map_or(0, |p| p.events_applied)),
                 integer(end.saturating_sub(applied)),
                 progress.as_ref().map_or(Value::Null, |p| {
-                    Value::Text(p.digest.iter().map(|b| format!("{b:02x}")).collect())
+                    Value::Text(crate::wasm::ViewDigest(p.digest).to_hex())
                 }),
                 version
                     .fault
