@@ -22,6 +22,37 @@ pub struct ClientConfig {
     /// The node admin token; absent in configs handed to tenants.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin_token: Option<String>,
+    /// Every replica of a cluster (`kimberlite cluster up` writes them): the client talks to
+    /// the primary, follows it across view changes and retries a request whose answer was
+    /// lost on another replica (the cluster executes it once). Empty for a single node, which
+    /// is `address`/`certificate_sha256`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replicas: Vec<ReplicaEndpoint>,
+    /// Ed25519 public keys (hex) of the nodes whose signed tree heads this client believes
+    /// (`DATA/node.pub`): what proofs are checked against.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub node_public_keys: Vec<String>,
+}
+
+/// Where one replica of a cluster takes clients, and the pin of its certificate.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaEndpoint {
+    pub address: String,
+    pub certificate_sha256: String,
+}
+
+impl ClientConfig {
+    /// The endpoints to try, in order: the replicas of a cluster, or the single node.
+    pub fn endpoints(&self) -> Vec<ReplicaEndpoint> {
+        if self.replicas.is_empty() {
+            vec![ReplicaEndpoint {
+                address: self.address.clone(),
+                certificate_sha256: self.certificate_sha256.clone(),
+            }]
+        } else {
+            self.replicas.clone()
+        }
+    }
 }
 
 fn server_name_default() -> String {
@@ -56,11 +87,27 @@ impl ClientConfig {
             path: path.to_path_buf(),
             message: error.to_string(),
         })?;
-        if hex::decode(&config.certificate_sha256).map(|bytes| bytes.len()) != Ok(32) {
-            return Err(ConfigError::Parse {
-                path: path.to_path_buf(),
-                message: "certificate_sha256 must be 64 hex digits".into(),
-            });
+        let pins = std::iter::once(&config.certificate_sha256).chain(
+            config
+                .replicas
+                .iter()
+                .map(|replica| &replica.certificate_sha256),
+        );
+        for key in &config.node_public_keys {
+            if hex::decode(key).map(|bytes| bytes.len()) != Ok(32) {
+                return Err(ConfigError::Parse {
+                    path: path.to_path_buf(),
+                    message: format!("node_public_keys must be 64 hex digits each, not `{key}`"),
+                });
+            }
+        }
+        for pin in pins {
+            if hex::decode(pin).map(|bytes| bytes.len()) != Ok(32) {
+                return Err(ConfigError::Parse {
+                    path: path.to_path_buf(),
+                    message: format!("certificate_sha256 must be 64 hex digits, not `{pin}`"),
+                });
+            }
         }
         Ok(config)
     }
@@ -101,6 +148,8 @@ mod tests {
             server_name: SERVER_NAME_DEFAULT.into(),
             certificate_sha256: "ab".repeat(32),
             admin_token: Some("kbt_x".into()),
+            replicas: Vec::new(),
+            node_public_keys: vec!["cd".repeat(32)],
         };
         config.save(&path).unwrap();
         assert_eq!(ClientConfig::load(&path).unwrap(), config);

@@ -13,13 +13,14 @@
 //! protocol ([`protocol`]) plus a connection.
 
 pub mod config;
+pub mod proof;
 pub mod protocol;
 pub mod tls;
 
 pub use config::{ClientConfig, ConfigError};
 pub use protocol::{
-    AsOf, ClientId, ErrorCode, LogRecord, ModuleKind, Request, Response, ResultSet, TenantInfo,
-    WireColumn, WireError, WireEvent, WireValue,
+    AsOf, ClientId, ErrorCode, LogRecord, ModuleKind, ReplicaStatus, Request, Response, ResultSet,
+    TenantInfo, WireColumn, WireError, WireEvent, WireValue,
 };
 
 use protocol::{
@@ -60,6 +61,9 @@ pub enum ClientError {
     /// The node refused or failed the request; `error.code` says what kind.
     #[error("{0}")]
     Server(WireError),
+    /// What the node proved did not check out: nothing it said is believed.
+    #[error("proof rejected: {0}")]
+    Proof(#[from] proof::ProofFailure),
 }
 
 impl ClientError {
@@ -101,20 +105,60 @@ pub enum SqlOutcome {
     Written(WriteOutcome),
 }
 
-/// A connection to one node, authenticated by one token. Cheap to share (`&self`
-/// methods; requests run concurrently on their own QUIC streams).
+/// A connection to one node (or to the primary of a cluster), authenticated by one token.
+/// Cheap to share (`&self` methods; requests run concurrently on their own QUIC streams).
+///
+/// With a cluster config (`replicas` in client.toml) a request that meets a backup
+/// (`NotPrimary`), a lost connection or no answer is sent again, unchanged (same client id
+/// and request number), to the next replica until one answers or [`FAILOVER_WAIT_MS`]
+/// passed: the cluster executes a retried write at most once.
 #[derive(Debug)]
 pub struct Client {
-    // Kept so the endpoint's driver lives as long as the connection.
-    _endpoint: quinn::Endpoint,
-    connection: quinn::Connection,
+    endpoint: quinn::Endpoint,
+    endpoints: Vec<config::ReplicaEndpoint>,
+    server_name: String,
+    /// The replica talked to, and the connection to it.
+    current: std::sync::Mutex<(usize, quinn::Connection)>,
     token: String,
     client_id: ClientId,
     request_number: AtomicU64,
+    /// Node keys whose tree heads are believed.
+    trusted_keys: Vec<[u8; 32]>,
+    /// The last head checked per tenant name: every later proof must extend it.
+    trusted: std::sync::Mutex<std::collections::HashMap<String, proof::TrustedHead>>,
+}
+
+/// What a checked proof established.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Proven {
+    /// The head now trusted for the tenant.
+    pub head: proof::TrustedHead,
+    /// The head trusted before, which `head` was proven to extend.
+    pub previous: Option<proof::TrustedHead>,
+    /// The record asked for, proven to be at its position in `head`.
+    pub record: Option<LogRecord>,
+    /// Hashes in the inclusion and consistency proofs that were checked.
+    pub inclusion_hashes: usize,
+    pub consistency_hashes: usize,
+}
+
+/// How long a request to a cluster keeps looking for a primary that answers.
+pub const FAILOVER_WAIT_MS: u64 = 60_000;
+/// Pause between two replicas tried, so a view change in progress is not flooded.
+pub const FAILOVER_BACKOFF_MS: u64 = 100;
+/// Connecting to one replica of a cluster gives up after this long (then the next is tried).
+pub const CLUSTER_CONNECT_TIMEOUT_MS: u64 = 2_000;
+/// A request to a cluster without an answer for this long is tried elsewhere. Above the
+/// replicas' own request timeout (10 s), which answers a request stuck in consensus.
+pub const CLUSTER_ATTEMPT_TIMEOUT_MS: u64 = 12_000;
+
+fn transport_error(error: impl std::fmt::Display) -> ClientError {
+    ClientError::Transport(error.to_string())
 }
 
 impl Client {
-    /// Connects to the node of `config`; `token` defaults to the config's admin token.
+    /// Connects to the node of `config` (the first replica of a cluster that answers);
+    /// `token` defaults to the config's admin token.
     pub async fn connect(
         config: &ClientConfig,
         token: Option<String>,
@@ -122,59 +166,57 @@ impl Client {
         let token = token
             .or_else(|| config.admin_token.clone())
             .ok_or(ClientError::NoToken)?;
-        let connect_error = |message: String| ClientError::Connect {
-            address: config.address.clone(),
-            message,
-        };
-        let address: SocketAddr = tokio::net::lookup_host(&config.address)
-            .await
-            .map_err(|error| connect_error(error.to_string()))?
-            .next()
-            .ok_or_else(|| connect_error("the address resolves to nothing".into()))?;
-        let provider = tls::crypto_provider();
-        let mut tls_config = rustls::ClientConfig::builder_with_provider(provider.clone())
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .map_err(|error| connect_error(error.to_string()))?
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(tls::PinnedCertificate::new(
-                &config.certificate_sha256,
-                provider,
-            )))
-            .with_no_client_auth();
-        tls_config.alpn_protocols = vec![protocol::ALPN.to_vec()];
-        let quic_config = quinn::crypto::rustls::QuicClientConfig::try_from(tls_config)
-            .map_err(|error| connect_error(error.to_string()))?;
-        let mut client_config = quinn::ClientConfig::new(Arc::new(quic_config));
-        client_config.transport_config(Arc::new(transport_config()));
-        let bind: SocketAddr = if address.is_ipv6() {
+        let endpoints = config.endpoints();
+        let first = resolve(&endpoints[0].address).await?;
+        let bind: SocketAddr = if first.is_ipv6() {
             "[::]:0".parse().expect("valid")
         } else {
             "0.0.0.0:0".parse().expect("valid")
         };
-        let mut endpoint =
-            quinn::Endpoint::client(bind).map_err(|error| connect_error(error.to_string()))?;
-        endpoint.set_default_client_config(client_config);
-        let connecting = endpoint
-            .connect(address, &config.server_name)
-            .map_err(|error| connect_error(error.to_string()))?;
-        let connection = tokio::time::timeout(
-            Duration::from_millis(CONNECT_TIMEOUT_MS),
-            connecting,
-        )
-        .await
-        .map_err(|_| {
-            connect_error(format!(
-                "no answer within {CONNECT_TIMEOUT_MS} ms (is `kimberlite start` running there?)"
-            ))
-        })?
-        .map_err(|error| connect_error(error.to_string()))?;
-        Ok(Client {
-            _endpoint: endpoint,
-            connection,
-            token,
-            client_id: ClientId(rand::random()),
-            request_number: AtomicU64::new(1),
-        })
+        let endpoint = quinn::Endpoint::client(bind).map_err(|error| ClientError::Connect {
+            address: endpoints[0].address.clone(),
+            message: error.to_string(),
+        })?;
+        let trusted_keys = config
+            .node_public_keys
+            .iter()
+            .filter_map(|key| hex::decode(key).ok()?.try_into().ok())
+            .collect();
+        let timeout_ms = if endpoints.len() > 1 {
+            CLUSTER_CONNECT_TIMEOUT_MS
+        } else {
+            CONNECT_TIMEOUT_MS
+        };
+        let mut errors = Vec::new();
+        for (index, target) in endpoints.iter().enumerate() {
+            match open(&endpoint, target, &config.server_name, timeout_ms).await {
+                Ok(connection) => {
+                    return Ok(Client {
+                        endpoint,
+                        endpoints,
+                        server_name: config.server_name.clone(),
+                        current: std::sync::Mutex::new((index, connection)),
+                        token,
+                        client_id: ClientId(rand::random()),
+                        request_number: AtomicU64::new(1),
+                        trusted_keys,
+                        trusted: std::sync::Mutex::new(std::collections::HashMap::new()),
+                    });
+                }
+                Err(error) => errors.push(error),
+            }
+        }
+        match errors.len() {
+            1 => Err(errors.remove(0)),
+            _ => Err(ClientError::Connect {
+                address: format!("{} replicas", endpoints.len()),
+                message: errors
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            }),
+        }
     }
 
     /// This client's session id, recorded in the log with its writes.
@@ -182,7 +224,7 @@ impl Client {
         self.client_id
     }
 
-    /// Sends one request and waits for its response.
+    /// Sends one request and waits for its response (following the primary of a cluster).
     pub async fn request(&self, request: Request) -> Result<Response, ClientError> {
         let frame = RequestFrame {
             version: PROTOCOL_VERSION,
@@ -192,48 +234,73 @@ impl Client {
             request,
         };
         let bytes = protocol::encode_frame(&frame)?;
-        let (mut send, mut receive) = self
-            .connection
-            .open_bi()
-            .await
-            .map_err(|error| ClientError::Transport(error.to_string()))?;
-        send.write_all(&bytes)
-            .await
-            .map_err(|error| ClientError::Transport(error.to_string()))?;
-        send.finish()
-            .map_err(|error| ClientError::Transport(error.to_string()))?;
-        let answer = receive
-            .read_to_end(FRAME_HEADER_BYTES + FRAME_BYTES_MAX)
-            .await
-            .map_err(|error| ClientError::Transport(error.to_string()))?;
-        let response: ResponseFrame = protocol::decode_frame(&answer, "response")?;
-        if response.version != PROTOCOL_VERSION {
-            return Err(ClientError::Transport(format!(
-                "node speaks protocol version {}, this client {}",
-                response.version, PROTOCOL_VERSION
-            )));
+        if self.endpoints.len() == 1 {
+            let connection = self.current.lock().expect("connection lock").1.clone();
+            return decode_answer(&exchange(&connection, &bytes).await?);
         }
-        response.result.map_err(ClientError::Server)
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(FAILOVER_WAIT_MS);
+        loop {
+            let (index, connection) = self.current.lock().expect("connection lock").clone();
+            let attempt = tokio::time::timeout(
+                Duration::from_millis(CLUSTER_ATTEMPT_TIMEOUT_MS),
+                exchange(&connection, &bytes),
+            )
+            .await;
+            let error = match attempt {
+                Ok(Ok(answer)) => match decode_answer(&answer) {
+                    Err(ClientError::Server(error)) if error.code == ErrorCode::NotPrimary => {
+                        ClientError::Server(error)
+                    }
+                    other => return other,
+                },
+                Ok(Err(error)) => error,
+                Err(_) => ClientError::Transport(format!(
+                    "no answer from {} within {CLUSTER_ATTEMPT_TIMEOUT_MS} ms",
+                    self.endpoints[index].address
+                )),
+            };
+            tracing::debug!(replica = index, %error, "trying another replica");
+            if tokio::time::Instant::now() >= deadline {
+                return Err(error);
+            }
+            tokio::time::sleep(Duration::from_millis(FAILOVER_BACKOFF_MS)).await;
+            self.switch_from(index).await;
+        }
+    }
+
+    /// Moves to the next replica after `index` that accepts a connection (unless another
+    /// request moved already).
+    async fn switch_from(&self, index: usize) {
+        if self.current.lock().expect("connection lock").0 != index {
+            return;
+        }
+        let count = self.endpoints.len();
+        for step in 1..=count {
+            let next = (index + step) % count;
+            let target = &self.endpoints[next];
+            match open(
+                &self.endpoint,
+                target,
+                &self.server_name,
+                CLUSTER_CONNECT_TIMEOUT_MS,
+            )
+            .await
+            {
+                Ok(connection) => {
+                    *self.current.lock().expect("connection lock") = (next, connection);
+                    return;
+                }
+                Err(error) => tracing::debug!(replica = next, %error, "replica unreachable"),
+            }
+        }
     }
 
     /// Sends arbitrary bytes as a request stream and returns the raw answer. For protocol
     /// conformance tests (malformed frames must get an error answer, never a crash).
     #[doc(hidden)]
     pub async fn exchange_raw(&self, bytes: &[u8]) -> Result<Vec<u8>, ClientError> {
-        let (mut send, mut receive) = self
-            .connection
-            .open_bi()
-            .await
-            .map_err(|error| ClientError::Transport(error.to_string()))?;
-        send.write_all(bytes)
-            .await
-            .map_err(|error| ClientError::Transport(error.to_string()))?;
-        send.finish()
-            .map_err(|error| ClientError::Transport(error.to_string()))?;
-        receive
-            .read_to_end(FRAME_HEADER_BYTES + FRAME_BYTES_MAX)
-            .await
-            .map_err(|error| ClientError::Transport(error.to_string()))
+        let connection = self.current.lock().expect("connection lock").1.clone();
+        exchange(&connection, bytes).await
     }
 
     /// Runs one SQL statement: rows for a SELECT, a write outcome for DDL/DML.
@@ -462,11 +529,141 @@ impl Client {
         }
     }
 
+    /// Asks the node for a signed head of `tenant`'s Merkle tree (and, with `position`, that
+    /// record and its inclusion proof), checks every link against the trusted node keys and
+    /// the head trusted before (see [`proof::check`]), then trusts the new head.
+    pub async fn prove(&self, tenant: &str, position: Option<u64>) -> Result<Proven, ClientError> {
+        let previous = self.trusted_head(tenant);
+        let request = Request::Proof {
+            tenant: tenant.to_string(),
+            position,
+            trusted_size: previous.as_ref().map(|head| head.size),
+        };
+        let bundle = match self.request(request).await? {
+            Response::Proof(bundle) => bundle,
+            other => return Err(unexpected("proof", &other)),
+        };
+        let head = proof::check(&bundle, &self.trusted_keys, previous.as_ref(), position)?;
+        {
+            let mut trusted = self.trusted.lock().expect("trust lock");
+            let keep = trusted
+                .get(tenant)
+                .is_some_and(|current| current.size > head.size);
+            if !keep {
+                trusted.insert(tenant.to_string(), head.clone());
+            }
+        }
+        Ok(Proven {
+            head,
+            previous,
+            record: bundle.record,
+            inclusion_hashes: bundle.inclusion.len(),
+            consistency_hashes: bundle.consistency.len(),
+        })
+    }
+
+    /// The head trusted for `tenant`, if any.
+    pub fn trusted_head(&self, tenant: &str) -> Option<proof::TrustedHead> {
+        self.trusted.lock().expect("trust lock").get(tenant).cloned()
+    }
+
+    /// Trusts `head` for `tenant` (e.g. one saved by an earlier run): later proofs must
+    /// extend it.
+    pub fn trust(&self, tenant: &str, head: proof::TrustedHead) {
+        self.trusted
+            .lock()
+            .expect("trust lock")
+            .insert(tenant.to_string(), head);
+    }
+
+    /// Where the replica this client talks to stands (a cluster's replicas only).
+    pub async fn replica_status(&self) -> Result<ReplicaStatus, ClientError> {
+        match self.request(Request::ReplicaStatus).await? {
+            Response::ReplicaStatus(status) => Ok(status),
+            other => Err(unexpected("replica-status", &other)),
+        }
+    }
+
     /// Closes the connection politely (the node sees a clean close, not a timeout).
     pub async fn close(self) {
-        self.connection.close(0u32.into(), b"bye");
-        self._endpoint.wait_idle().await;
+        let connection = self.current.lock().expect("connection lock").1.clone();
+        connection.close(0u32.into(), b"bye");
+        self.endpoint.wait_idle().await;
     }
+}
+
+async fn resolve(address: &str) -> Result<SocketAddr, ClientError> {
+    let connect_error = |message: String| ClientError::Connect {
+        address: address.to_string(),
+        message,
+    };
+    tokio::net::lookup_host(address)
+        .await
+        .map_err(|error| connect_error(error.to_string()))?
+        .next()
+        .ok_or_else(|| connect_error("the address resolves to nothing".into()))
+}
+
+/// A QUIC connection to `target`, trusting only its pinned certificate.
+async fn open(
+    endpoint: &quinn::Endpoint,
+    target: &config::ReplicaEndpoint,
+    server_name: &str,
+    timeout_ms: u64,
+) -> Result<quinn::Connection, ClientError> {
+    let connect_error = |message: String| ClientError::Connect {
+        address: target.address.clone(),
+        message,
+    };
+    let address = resolve(&target.address).await?;
+    let provider = tls::crypto_provider();
+    let mut tls_config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|error| connect_error(error.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(tls::PinnedCertificate::new(
+            &target.certificate_sha256,
+            provider,
+        )))
+        .with_no_client_auth();
+    tls_config.alpn_protocols = vec![protocol::ALPN.to_vec()];
+    let quic_config = quinn::crypto::rustls::QuicClientConfig::try_from(tls_config)
+        .map_err(|error| connect_error(error.to_string()))?;
+    let mut client_config = quinn::ClientConfig::new(Arc::new(quic_config));
+    client_config.transport_config(Arc::new(transport_config()));
+    let connecting = endpoint
+        .connect_with(client_config, address, server_name)
+        .map_err(|error| connect_error(error.to_string()))?;
+    tokio::time::timeout(Duration::from_millis(timeout_ms), connecting)
+        .await
+        .map_err(|_| {
+            connect_error(format!(
+                "no answer within {timeout_ms} ms (is `kimberlite start` running there?)"
+            ))
+        })?
+        .map_err(|error| connect_error(error.to_string()))
+}
+
+/// One request stream: the frame out, the whole answer back.
+async fn exchange(connection: &quinn::Connection, bytes: &[u8]) -> Result<Vec<u8>, ClientError> {
+    let (mut send, mut receive) = connection.open_bi().await.map_err(transport_error)?;
+    send.write_all(bytes).await.map_err(transport_error)?;
+    send.finish().map_err(transport_error)?;
+    receive
+        .read_to_end(FRAME_HEADER_BYTES + FRAME_BYTES_MAX)
+        .await
+        .map_err(transport_error)
+}
+
+fn decode_answer(answer: &[u8]) -> Result<Response, ClientError> {
+    let response: ResponseFrame = protocol::decode_frame(answer, "response")?;
+    if response.version != PROTOCOL_VERSION {
+        return Err(ClientError::Transport(format!(
+            "node speaks protocol version {}, this client {}",
+            response.version, PROTOCOL_VERSION
+        )));
+    }
+    response.result.map_err(ClientError::Server)
 }
 
 fn unexpected(request: &'static str, response: &Response) -> ClientError {
@@ -477,6 +674,9 @@ fn unexpected(request: &'static str, response: &Response) -> ClientError {
         Response::Rows(_) => "rows",
         Response::Written { .. } => "written",
         Response::Log { .. } => "log",
+        Response::Frames { .. } => "frames",
+        Response::ReplicaStatus(_) => "replica-status",
+        Response::Proof(_) => "proof",
     };
     ClientError::Unexpected {
         request,

@@ -75,6 +75,20 @@ pub struct RequestFrame {
 pub enum Request {
     /// Node admin only.
     TenantCreate { name: String, reason: String },
+    /// Replica to replica (state transfer): the stored frames of a partition's records from
+    /// `from` up to `end` (exclusive), as they are on disk. The token is the cluster's peer
+    /// token; clients never send this.
+    FetchFrames { tenant: u64, from: u64, end: u64 },
+    /// Where this replica of a cluster stands (any replica answers, any valid token).
+    ReplicaStatus,
+    /// A signed head of the tenant's Merkle tree (its current durable size), with a
+    /// consistency proof from `trusted_size` (a head the client trusted before) and, if
+    /// `position` is given, the record there and its inclusion proof. Auditor or admin.
+    Proof {
+        tenant: String,
+        position: Option<u64>,
+        trusted_size: Option<u64>,
+    },
     /// Node admin sees every tenant; a tenant token sees its own.
     TenantList,
     TokenCreate {
@@ -143,6 +157,9 @@ impl Request {
         match self {
             Request::TenantCreate { .. } => "tenant-create",
             Request::TenantList => "tenant-list",
+            Request::FetchFrames { .. } => "fetch-frames",
+            Request::ReplicaStatus => "replica-status",
+            Request::Proof { .. } => "proof",
             Request::TokenCreate { .. } => "token-create",
             Request::Sql { .. } => "sql",
             Request::Append { .. } => "append",
@@ -236,6 +253,17 @@ pub enum Response {
         /// The log's end (exclusive) when read.
         end: u64,
     },
+    /// Answer to `Proof`.
+    Proof(ProofBundle),
+    /// A replica's view of the cluster (answer to `ReplicaStatus`).
+    ReplicaStatus(ReplicaStatus),
+    /// Stored record frames of positions `first..end` (answer to `FetchFrames`).
+    Frames {
+        first: u64,
+        end: u64,
+        #[serde(with = "serde_bytes")]
+        bytes: Vec<u8>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -263,6 +291,60 @@ pub struct WireColumn {
     pub name: String,
     /// SQL type name (`BIGINT`, `TEXT`, …); `None` when the expression's type is unknown (e.g. NULL).
     pub ty: Option<String>,
+}
+
+/// A node's signed statement about a tenant's log: "its first `size` records form the
+/// RFC 9162 Merkle tree with this root, the last of them has hash `chain_head`".
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireTreeHead {
+    /// The tenant id.
+    pub partition: u64,
+    pub size: u64,
+    #[serde(with = "serde_bytes")]
+    pub root: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    pub chain_head: Vec<u8>,
+    /// Timestamp of record `size - 1`.
+    pub timestamp_ns: u64,
+    /// Ed25519 over the head (see `kimberlite_merkle::TreeHead::signed_message`).
+    #[serde(with = "serde_bytes")]
+    pub signature: Vec<u8>,
+    /// The signing node's public key (the client checks it is one it trusts).
+    #[serde(with = "serde_bytes")]
+    pub public_key: Vec<u8>,
+}
+
+/// Answer to [`Request::Proof`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProofBundle {
+    pub head: WireTreeHead,
+    /// Hashes proving the trusted head is a prefix of `head` (empty without `trusted_size`).
+    pub consistency: Vec<WireHash>,
+    /// The record asked for, and the hashes proving it is in `head`.
+    pub record: Option<LogRecord>,
+    pub inclusion: Vec<WireHash>,
+}
+
+/// A 32-byte hash on the wire.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireHash(#[serde(with = "serde_bytes")] pub Vec<u8>);
+
+/// One replica's view of its cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaStatus {
+    pub replica: u8,
+    pub replica_count: u8,
+    /// `normal`, `view_change` or `recovering`.
+    pub status: String,
+    pub view: u64,
+    /// The primary of `view`.
+    pub primary: u8,
+    /// Whether this replica takes requests (the primary, in normal status).
+    pub accepting_requests: bool,
+    /// Highest op in its journal, and ops committed (applied) here.
+    pub op: u64,
+    pub commit: u64,
+    pub checkpoint_op: u64,
 }
 
 /// One record of a tenant's log as a client sees it.
@@ -320,6 +402,9 @@ pub enum ErrorCode {
     PolicyFailed,
     /// The node cannot take writes right now (read-only after an I/O failure, shutting down).
     Unavailable,
+    /// This replica is not the cluster's primary (or is in a view change): nothing was done;
+    /// ask another replica (the message names the primary when known).
+    NotPrimary,
     /// A bug: the server logged details.
     Internal,
 }
@@ -338,6 +423,7 @@ impl ErrorCode {
             ErrorCode::TooLarge => "too large",
             ErrorCode::PolicyFailed => "policy failed",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::NotPrimary => "not the primary",
             ErrorCode::Internal => "internal error",
         }
     }

@@ -54,12 +54,29 @@ pub struct Connection {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run an embedded single node (clean shutdown on Ctrl-C / SIGTERM).
+    /// Run an embedded single node, or with --replica one replica of a cluster (clean
+    /// shutdown on Ctrl-C / SIGTERM).
     Start {
         #[arg(long, default_value = DATA_DIR_DEFAULT)]
         data_dir: PathBuf,
         #[arg(long, default_value = LISTEN_DEFAULT)]
         listen: SocketAddr,
+        /// Run replica I of the cluster whose files `cluster init` wrote in --data-dir
+        /// (addresses, certificates and secret come from DATA/cluster.toml).
+        #[arg(long)]
+        replica: Option<u8>,
+        /// The replicas' addresses ADDR0,ADDR1,…, checked against DATA/cluster.toml.
+        #[arg(long, value_delimiter = ',', requires = "replica")]
+        cluster: Option<Vec<SocketAddr>>,
+        /// This replica's disk was lost: rejoin with an empty data directory, taking the
+        /// state and the logs from the other replicas.
+        #[arg(long, requires = "replica")]
+        recover: bool,
+    },
+    /// A cluster of replicas (Viewstamped Replication over QUIC).
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
     },
     /// A narrated walk through Kimberlite on a temporary directory.
     Demo {
@@ -140,14 +157,78 @@ pub enum Command {
         #[command(subcommand)]
         command: LogCommand,
     },
-    /// Check a stopped node's data offline: every CRC, hash chain and checkpoint signature.
+    /// Check a stopped node's data offline (every CRC, hash chain and checkpoint signature),
+    /// or with --remote a running node's history of one tenant, without trusting the node:
+    /// a signed Merkle tree head, proven to extend the head this client trusted before
+    /// (kept in trust.toml beside the client config).
     Verify {
         #[arg(long, default_value = DATA_DIR_DEFAULT)]
         data_dir: PathBuf,
         /// Trust this node public key (hex) instead of DATA/node.pub.
         #[arg(long)]
         public_key: Option<String>,
+        /// Ask the node in the client config instead of reading a data directory.
+        #[arg(long, requires = "tenant")]
+        remote: bool,
+        #[arg(long, requires = "remote")]
+        tenant: Option<String>,
     },
+    /// Prove that the record at a position is in a tenant's log: a signed tree head, the
+    /// record's inclusion proof and the head's consistency with the one trusted before, all
+    /// checked here.
+    Proof {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        position: u64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Write the files of a new cluster: BASE/replica-I/ for each replica and
+    /// BASE/client.toml (every replica, and the admin token).
+    Init(ClusterInit),
+    /// Start a local cluster of replica processes on this machine (creating it first if
+    /// BASE has none), wait until it serves, and stop it on Ctrl-C. Each replica logs to
+    /// BASE/replica-I/replica.log.
+    Up(ClusterInit),
+    /// Where every replica stands (view, primary, ops committed).
+    Status,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ClusterInit {
+    /// 3 survive 1 failure, 5 survive 2.
+    #[arg(long, default_value_t = 3)]
+    pub replicas: u8,
+    #[arg(long, default_value = "./cluster")]
+    pub data_dir: PathBuf,
+    /// The address every replica listens on, or one per replica: IP0,IP1,…
+    #[arg(long, value_delimiter = ',', default_value = "127.0.0.1")]
+    pub host: Vec<std::net::IpAddr>,
+    /// Replica I uses port BASE+2I (replicas) and BASE+2I+1 (clients).
+    #[arg(long, default_value_t = crate::cluster::BASE_PORT_DEFAULT)]
+    pub base_port: u16,
+    /// VSR journal slots (ops between checkpoints must fit; equal on every replica).
+    #[arg(long, default_value_t = kimberlite_consensus::constants::journal_slots_max, hide = true)]
+    pub journal_slots: u64,
+    /// Ops between VSR checkpoints.
+    #[arg(long, default_value_t = kimberlite_consensus::constants::checkpoint_interval_ops, hide = true)]
+    pub checkpoint_interval_ops: u64,
+}
+
+impl ClusterInit {
+    pub fn options(&self) -> crate::cluster::InitOptions {
+        crate::cluster::InitOptions {
+            replicas: self.replicas,
+            base: self.data_dir.clone(),
+            hosts: self.host.clone(),
+            base_port: self.base_port,
+            journal_slots: self.journal_slots,
+            checkpoint_interval_ops: self.checkpoint_interval_ops,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -252,7 +333,25 @@ impl Connection {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let connection = cli.connection;
     match cli.command {
-        Command::Start { data_dir, listen } => start(data_dir, listen).await,
+        Command::Start {
+            data_dir,
+            replica: Some(replica),
+            cluster,
+            recover,
+            ..
+        } => {
+            crate::cluster_cli::start_replica(crate::cluster::ReplicaOptions {
+                data_dir,
+                replica,
+                addresses: cluster,
+                recover,
+            })
+            .await
+        }
+        Command::Start {
+            data_dir, listen, ..
+        } => start(data_dir, listen).await,
+        Command::Cluster { command } => crate::cluster_cli::run(&connection, command).await,
         Command::Demo { keep, guests } => crate::demo::run(keep, guests).await,
         Command::Sql {
             tenant,
@@ -398,8 +497,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Verify {
+            remote: true,
+            tenant: Some(tenant),
+            ..
+        } => crate::cli_proof::verify_remote(&connection, &tenant).await,
+        Command::Proof { tenant, position } => {
+            crate::cli_proof::prove(&connection, &tenant, position).await
+        }
+        Command::Verify {
             data_dir,
             public_key,
+            ..
         } => {
             let ok = crate::verify::run(&data_dir, public_key.as_deref(), true)?;
             if !ok {
@@ -548,7 +656,7 @@ async fn start(data_dir: PathBuf, listen: SocketAddr) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_for_shutdown_signal() -> anyhow::Result<()> {
+pub(crate) async fn wait_for_shutdown_signal() -> anyhow::Result<()> {
     #[cfg(unix)]
     {
         let mut terminate =

@@ -56,6 +56,12 @@ impl EmbeddedServer {
             server_name: kimberlite_client::config::SERVER_NAME_DEFAULT.to_string(),
             certificate_sha256: identity.fingerprint(),
             admin_token,
+            replicas: Vec::new(),
+            node_public_keys: vec![hex::encode(
+                kimberlite_log::NodeKey::load_public_key(&data_dir)
+                    .context("cannot read the node public key")?
+                    .as_bytes(),
+            )],
         };
         config.save(&config_path)?;
         let (shutdown, receiver) = watch::channel(false);

@@ -4,6 +4,9 @@
 
 pub mod cli;
 pub mod cli_modules;
+pub mod cli_proof;
+pub mod cluster;
+pub mod cluster_cli;
 pub mod convert;
 pub mod demo;
 pub mod embedded;

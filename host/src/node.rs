@@ -120,14 +120,14 @@ impl NodeOptions {
 }
 
 /// What the writer answers one job with.
-type WriteReply = Result<Written, WireError>;
+pub(crate) type WriteReply = Result<Written, WireError>;
 
 /// The effect of a write job.
 #[derive(Debug)]
-struct Written {
-    outcomes: Vec<Outcome>,
-    rows_affected: u64,
-    positions: Option<(Position, Position)>,
+pub(crate) struct Written {
+    pub(crate) outcomes: Vec<Outcome>,
+    pub(crate) rows_affected: u64,
+    pub(crate) positions: Option<(Position, Position)>,
 }
 
 struct WriteJob {
@@ -149,11 +149,69 @@ struct Shared {
     batches: (Mutex<u64>, Condvar),
     /// Tells the runner to stop.
     stopping: AtomicBool,
+    /// The key this node signs tree heads with (`DATA/node.pub`).
+    node_public_key: [u8; 32],
+}
+
+/// How a replica of a cluster writes: through consensus (see `crate::cluster`). The node
+/// only needs these three things of it.
+pub(crate) trait ReplicatedWrites: Send + Sync {
+    /// Commits one command through the cluster and answers what it did.
+    fn write(
+        self: Arc<Self>,
+        command: Command,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = WriteReply> + Send>>;
+    /// `Ok` while this replica is the primary in normal status; else the error that sends a
+    /// client to the primary.
+    fn serving(&self) -> Result<(), WireError>;
+    /// Whether `token` is the cluster's peer token (replicas fetching records for a state
+    /// transfer).
+    fn is_peer(&self, token: &str) -> bool;
+    /// Where this replica stands.
+    fn status(&self) -> Result<kimberlite_client::ReplicaStatus, WireError>;
+}
+
+impl Shared {
+    fn new(
+        layout: Layout,
+        views: ViewStore,
+        catalog: Catalog,
+        readers: BTreeMap<TenantId, LogReader>,
+        node_public_key: [u8; 32],
+    ) -> anyhow::Result<Arc<Shared>> {
+        let engine = kimberlite_projections::wasm::Engine::new()
+            .map_err(|error| anyhow::anyhow!("cannot start the Wasm engine: {error}"))?;
+        Ok(Arc::new(Shared {
+            layout,
+            views,
+            catalog: RwLock::new(Arc::new(catalog)),
+            readers: RwLock::new(readers),
+            failure: Mutex::new(None),
+            modules: Modules::new(engine),
+            batches: (Mutex::new(0), Condvar::new()),
+            stopping: AtomicBool::new(false),
+            node_public_key,
+        }))
+    }
+
+    /// Starts the projection runner thread; `submit` commits its reports.
+    fn spawn_runner(
+        self: &Arc<Shared>,
+        submit: impl Fn(Command) -> Option<Result<(), WireError>> + Send + 'static,
+    ) -> anyhow::Result<std::thread::JoinHandle<()>> {
+        let shared = self.clone();
+        std::thread::Builder::new()
+            .name("kimberlite-projections".into())
+            .spawn(move || run_projections(&shared, &submit))
+            .context("cannot start the projection runner thread")
+    }
 }
 
 /// A running node: cheap to share across request handlers.
 pub struct Node {
     shared: Arc<Shared>,
+    /// Set on a replica of a cluster: writes go through consensus, not the local writer.
+    replicated: Option<Arc<dyn ReplicatedWrites>>,
     writes: Mutex<Option<SyncSender<WriteJob>>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     runner: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -236,18 +294,13 @@ impl Node {
             .iter()
             .map(|(tenant, log)| (*tenant, log.reader()))
             .collect();
-        let engine = kimberlite_projections::wasm::Engine::new()
-            .map_err(|error| anyhow::anyhow!("cannot start the Wasm engine: {error}"))?;
-        let shared = Arc::new(Shared {
-            layout: layout.clone(),
+        let shared = Shared::new(
+            layout.clone(),
             views,
-            catalog: RwLock::new(Arc::new(kernel.catalog().clone())),
-            readers: RwLock::new(readers),
-            failure: Mutex::new(None),
-            modules: Modules::new(engine),
-            batches: (Mutex::new(0), Condvar::new()),
-            stopping: AtomicBool::new(false),
-        });
+            kernel.catalog().clone(),
+            readers,
+            node_key.public_key().to_bytes(),
+        )?;
         let (sender, receiver) = std::sync::mpsc::sync_channel(WRITE_QUEUE_JOBS_MAX);
         let writer = Writer {
             shared: shared.clone(),
@@ -264,21 +317,73 @@ impl Node {
             .spawn(move || writer.run(&receiver))
             .context("cannot start the writer thread")?;
         let runner = {
-            let shared = shared.clone();
             let sender = sender.clone();
-            std::thread::Builder::new()
-                .name("kimberlite-projections".into())
-                .spawn(move || run_projections(&shared, &sender))
-                .context("cannot start the projection runner thread")?
+            shared.spawn_runner(move |command| {
+                let (reply, answer) = oneshot::channel();
+                let job = WriteJob {
+                    commands: vec![command],
+                    reply,
+                };
+                sender.send(job).ok()?;
+                answer.blocking_recv().ok().map(|reply| reply.map(drop))
+            })?
         };
         Ok((
             Node {
                 shared,
+                replicated: None,
                 writes: Mutex::new(Some(sender)),
                 writer: Mutex::new(Some(thread)),
                 runner: Mutex::new(Some(runner)),
             },
             report,
+        ))
+    }
+
+    /// A replica's node: queries, log reads and the projection runner over the state
+    /// machine's view store and logs, writes through `writes`. Returns the observer the
+    /// state machine must be given (`KernelStateMachine::set_observer`), which publishes each
+    /// commit to the handlers.
+    pub(crate) fn open_replica(
+        root: &Path,
+        views: ViewStore,
+        writes: Arc<dyn ReplicatedWrites>,
+        runtime: tokio::runtime::Handle,
+    ) -> anyhow::Result<(Node, Box<dyn crate::replicated::CommitObserver>)> {
+        let shared = Shared::new(
+            Layout {
+                root: root.to_path_buf(),
+            },
+            views,
+            Catalog::default(),
+            BTreeMap::new(),
+            NodeKey::load_public_key(root)
+                .context("cannot read the node public key")?
+                .to_bytes(),
+        )?;
+        let runner = {
+            let writes = writes.clone();
+            shared.spawn_runner(move |command| {
+                // Backups derive the same views but leave reporting to the primary: its
+                // reports are the ones that commit.
+                if writes.serving().is_err() {
+                    return Some(Ok(()));
+                }
+                Some(runtime.block_on(writes.clone().write(command)).map(drop))
+            })?
+        };
+        let observer = Box::new(Publisher {
+            shared: shared.clone(),
+        });
+        Ok((
+            Node {
+                shared,
+                replicated: Some(writes),
+                writes: Mutex::new(None),
+                writer: Mutex::new(None),
+                runner: Mutex::new(Some(runner)),
+            },
+            observer,
         ))
     }
 
@@ -308,6 +413,58 @@ impl Node {
         {
             tracing::error!("the writer thread panicked during shutdown");
         }
+    }
+
+    /// A replica's answer to a peer fetching the stored frames of `tenant`'s records
+    /// `from..end` (at most `cluster::FETCH_BYTES_MAX` bytes of them).
+    async fn fetch_frames(
+        &self,
+        tenant: TenantId,
+        from: Position,
+        end: Position,
+    ) -> Result<Response, WireError> {
+        let reader = self.reader(tenant)?;
+        tokio::task::spawn_blocking(move || {
+            if from >= end || from >= reader.end() {
+                return Err(unavailable(format!(
+                    "partition {tenant} holds {} records here, none from {from} below {end}",
+                    reader.end()
+                )));
+            }
+            let batch = reader
+                .read_frames(from..end, crate::cluster::FETCH_BYTES_MAX)
+                .map_err(|error| internal(format!("cannot read partition {tenant}: {error}")))?;
+            Ok(Response::Frames {
+                first: batch.first,
+                end: batch.end,
+                bytes: batch.bytes,
+            })
+        })
+        .await
+        .map_err(|error| internal(format!("fetch task failed: {error}")))?
+    }
+
+    /// Creates an admin token with this hash unless the node has a token (a cluster's first
+    /// primary does this with the hash `cluster init` wrote).
+    pub(crate) async fn create_admin_token(&self, hash: [u8; 32]) -> Result<(), WireError> {
+        if self.catalog().tokens().next().is_some() {
+            return Ok(());
+        }
+        let command = self.command(
+            SYSTEM_TENANT,
+            0,
+            0,
+            "kimberlite",
+            "cluster first start: admin token",
+            CommandBody::CreateToken {
+                tenant: SYSTEM_TENANT,
+                name: "admin".into(),
+                secret_hash: hash,
+                roles: vec!["admin".into()],
+                attributes: Vec::new(),
+            },
+        );
+        self.write(vec![command]).await.map(drop)
     }
 
     /// Creates the node-admin token if the node has none (first start); returns it.
@@ -358,6 +515,24 @@ impl Node {
     }
 
     async fn write(&self, commands: Vec<Command>) -> WriteReply {
+        if let Some(replicated) = &self.replicated {
+            // One op per command: each is its own atomic unit, as in a local batch.
+            let mut written = Written {
+                outcomes: Vec::new(),
+                rows_affected: 0,
+                positions: None,
+            };
+            for command in commands {
+                let one = replicated.clone().write(command).await?;
+                written.outcomes.extend(one.outcomes);
+                written.rows_affected += one.rows_affected;
+                written.positions = match (written.positions, one.positions) {
+                    (Some((first, _)), Some((_, last))) => Some((first, last)),
+                    (before, now) => now.or(before),
+                };
+            }
+            return Ok(written);
+        }
         if let Some(failure) = self.shared.failure.lock().expect("failure lock").clone() {
             return Err(unavailable(failure));
         }
@@ -384,6 +559,23 @@ impl Node {
 
     /// Answers one request. Never panics on client input.
     pub async fn handle(&self, frame: RequestFrame) -> Result<Response, WireError> {
+        if let Some(replicated) = &self.replicated {
+            if let Request::FetchFrames { tenant, from, end } = frame.request {
+                if !replicated.is_peer(&frame.token) {
+                    return Err(WireError {
+                        code: ErrorCode::Unauthenticated,
+                        message: "fetch-frames needs the cluster's peer token".into(),
+                    });
+                }
+                return self.fetch_frames(tenant, from, end).await;
+            }
+            if let Request::ReplicaStatus = frame.request {
+                authenticate(&self.catalog(), &frame.token)?;
+                return replicated.status().map(Response::ReplicaStatus);
+            }
+            // Only the primary answers: its state holds every acknowledged write.
+            replicated.serving()?;
+        }
         let catalog = self.catalog();
         let token = authenticate(&catalog, &frame.token)?;
         let client = (frame.client_id.0, frame.request_number);
@@ -412,6 +604,10 @@ impl Node {
                     other => Err(internal(format!("tenant create answered {other:?}"))),
                 }
             }
+            Request::FetchFrames { .. } | Request::ReplicaStatus => Err(bad_request(format!(
+                "{} is for replicas of a cluster; this node is a single node",
+                frame.request.name()
+            ))),
             Request::TenantList => {
                 let system = self.reader(SYSTEM_TENANT)?;
                 let readers = self.shared.readers.read().expect("readers lock").clone();
@@ -670,26 +866,26 @@ impl Node {
                         code: ErrorCode::Internal,
                         message: format!("cannot read the log of tenant `{tenant}`: {error}"),
                     })?;
-                    let records = records
-                        .into_iter()
-                        .map(|record| LogRecord {
-                            position: record.header.position,
-                            timestamp_ns: record.header.meta.timestamp_ns,
-                            record_kind: record.header.meta.kind.name().to_string(),
-                            event_type: record.header.meta.event_type,
-                            stream: record.header.meta.stream,
-                            principal: record.header.meta.principal,
-                            reason: record.header.meta.reason,
-                            client_id: kimberlite_client::ClientId(record.header.meta.client_id),
-                            request_number: record.header.meta.request,
-                            payload: record.payload,
-                            hash: record.header.hash.to_vec(),
-                        })
-                        .collect();
+                    let records = records.into_iter().map(wire_record).collect();
                     Ok(Response::Log { records, end })
                 })
                 .await
                 .map_err(|error| internal(format!("log read task failed: {error}")))?
+            }
+            Request::Proof {
+                tenant,
+                position,
+                trusted_size,
+            } => {
+                let tenant_id = resolve_tenant(&catalog, &token, &tenant)?;
+                require(&token, tenant_id, Action::Audit, "read proofs of the log")?;
+                let reader = self.reader(tenant_id)?;
+                let public_key = self.shared.node_public_key;
+                tokio::task::spawn_blocking(move || {
+                    prove(&reader, public_key, position, trusted_size)
+                })
+                .await
+                .map_err(|error| internal(format!("proof task failed: {error}")))?
             }
         }
     }
@@ -881,7 +1077,8 @@ fn check_module(
 
 /// The projection runner thread: steps every live projection version over its tenant's
 /// durable log, and reports activations and faults through the write queue.
-fn run_projections(shared: &Shared, writes: &SyncSender<WriteJob>) {
+/// `submit` commits one report; `None` means the node is stopping.
+fn run_projections(shared: &Shared, submit: &dyn Fn(Command) -> Option<Result<(), WireError>>) {
     let mut failing = std::collections::HashMap::new();
     let mut last_durable = Instant::now();
     let mut seen_batches = 0u64;
@@ -937,22 +1134,12 @@ fn run_projections(shared: &Shared, writes: &SyncSender<WriteJob>) {
                 reason: reason.into(),
                 body,
             };
-            let (reply, answer) = oneshot::channel();
-            if writes
-                .send(WriteJob {
-                    commands: vec![command],
-                    reply,
-                })
-                .is_err()
-            {
-                return;
-            }
-            match answer.blocking_recv() {
-                Ok(Ok(_)) => {}
-                Ok(Err(error)) => {
+            match submit(command) {
+                Some(Ok(())) => {}
+                Some(Err(error)) => {
                     tracing::warn!(%error.message, "projection runner report refused")
                 }
-                Err(_) => return,
+                None => return,
             }
         }
         if !busy {
@@ -975,11 +1162,125 @@ impl Drop for Node {
     }
 }
 
+/// A log record as the wire shows it.
+fn wire_record(record: kimberlite_log::Record) -> LogRecord {
+    LogRecord {
+        position: record.header.position,
+        timestamp_ns: record.header.meta.timestamp_ns,
+        record_kind: record.header.meta.kind.name().to_string(),
+        event_type: record.header.meta.event_type,
+        stream: record.header.meta.stream,
+        principal: record.header.meta.principal,
+        reason: record.header.meta.reason,
+        client_id: kimberlite_client::ClientId(record.header.meta.client_id),
+        request_number: record.header.meta.request,
+        payload: record.payload,
+        hash: record.header.hash.to_vec(),
+    }
+}
+
+/// A signed head of the partition's tree, the consistency proof from `trusted_size` and the
+/// record at `position` with its inclusion proof.
+fn prove(
+    reader: &LogReader,
+    public_key: [u8; 32],
+    position: Option<Position>,
+    trusted_size: Option<u64>,
+) -> Result<Response, WireError> {
+    let failed = |error: kimberlite_log::LogError| internal(format!("cannot prove: {error}"));
+    let signed = reader.signed_head().map_err(failed)?;
+    let size = signed.head.size;
+    let wire_hashes = |hashes: Vec<kimberlite_log::Hash>| {
+        hashes
+            .into_iter()
+            .map(|hash| kimberlite_client::protocol::WireHash(hash.to_vec()))
+            .collect::<Vec<_>>()
+    };
+    // A trusted size above ours gets no proof: the client sees the smaller head and refuses
+    // it (a node never shrinks a tree it signed).
+    let consistency = match trusted_size {
+        Some(trusted) if trusted > 0 && trusted <= size => {
+            wire_hashes(reader.consistency_proof(trusted, size).map_err(failed)?)
+        }
+        _ => Vec::new(),
+    };
+    let (record, inclusion) = match position {
+        None => (None, Vec::new()),
+        Some(position) if position >= size => {
+            return Err(WireError {
+                code: ErrorCode::NotFound,
+                message: format!(
+                    "position {position} is not in the signed tree yet (it holds {size} durable records)"
+                ),
+            });
+        }
+        Some(position) => {
+            let record = reader
+                .read(position, 1)
+                .map_err(failed)?
+                .into_iter()
+                .next()
+                .ok_or_else(|| internal(format!("record {position} cannot be read")))?;
+            let path = reader.inclusion_proof(position, size).map_err(failed)?;
+            (Some(wire_record(record)), wire_hashes(path))
+        }
+    };
+    Ok(Response::Proof(kimberlite_client::protocol::ProofBundle {
+        head: kimberlite_client::protocol::WireTreeHead {
+            partition: signed.head.partition,
+            size,
+            root: signed.head.root.to_vec(),
+            chain_head: signed.head.chain_head.to_vec(),
+            timestamp_ns: signed.head.timestamp_ns,
+            signature: signed.signature.to_vec(),
+            public_key: public_key.to_vec(),
+        },
+        consistency,
+        record,
+        inclusion,
+    }))
+}
+
+/// Publishes a replica's commits to the node's handlers and runner.
+struct Publisher {
+    shared: Arc<Shared>,
+}
+
+impl Publisher {
+    fn wake_runner(&self) {
+        let (lock, signal) = &self.shared.batches;
+        *lock.lock().expect("batches lock") += 1;
+        signal.notify_all();
+    }
+}
+
+impl crate::replicated::CommitObserver for Publisher {
+    fn committed(&self, catalog: Option<&Catalog>, opened: Option<(TenantId, LogReader)>) {
+        if let Some((tenant, reader)) = opened {
+            self.shared
+                .readers
+                .write()
+                .expect("readers lock")
+                .insert(tenant, reader);
+        }
+        if let Some(catalog) = catalog {
+            *self.shared.catalog.write().expect("catalog lock") = Arc::new(catalog.clone());
+        }
+        self.wake_runner();
+    }
+
+    fn restored(&self, catalog: &Catalog, readers: Vec<(TenantId, LogReader)>) {
+        *self.shared.readers.write().expect("readers lock") = readers.into_iter().collect();
+        *self.shared.catalog.write().expect("catalog lock") = Arc::new(catalog.clone());
+        self.wake_runner();
+    }
+}
+
 /// The tables and `policy@version`s of a read that masking policies covered.
 type MaskedRead = (Vec<String>, Vec<String>);
 
 /// A new token secret and the hash the catalog keeps.
-fn new_token() -> (String, [u8; 32]) {
+pub(crate) fn new_token() -> (String, [u8; 32]) {
     let secret: [u8; TOKEN_SECRET_BYTES] = rand::random();
     let token = format!("{TOKEN_PREFIX}{}", hex::encode(secret));
     let hash = token_hash(&token);

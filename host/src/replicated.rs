@@ -88,12 +88,16 @@
 //! error: the other replicas applied the op. The replica stops (panics on its thread, which
 //! the driver reports as stopped); a restart recovers as above.
 //!
-//! Not yet: a replica whose logs end *before* a checkpoint it must install — one brought up
-//! from an empty disk (`StartMode::Recover`) or far enough behind that VSR sends it a
-//! checkpoint (state transfer) — cannot continue, because the checkpoint carries the kernel
-//! but not the tenant logs. It stops with a message saying so. Log shipping (fetching the
-//! missing records from a peer and checking them against the checkpoint's chain heads) is
-//! the next increment.
+//! A replica whose logs end *before* a checkpoint it must install — one brought up from an
+//! empty disk (`StartMode::Recover`) or far enough behind that VSR sends it a checkpoint
+//! (state transfer) — fetches the missing records from its peers through its [`LogFetcher`]
+//! (the node's: `crate::cluster`), imports them (every frame checked: CRC, position, hash
+//! link, hash) and checks the record before each partition's end against the checkpoint's
+//! chain head before it goes on. Without a fetcher it stops with a message saying so.
+//!
+//! Not yet: a fetched batch that imports cleanly but ends on a chain head other than the
+//! checkpoint's (a peer on a forked history) is refused only at that end: the log then holds
+//! records it cannot keep, and there is no `truncate` to cut them (the replica stops).
 
 use crate::node::Layout;
 use anyhow::{Context, bail};
@@ -103,7 +107,8 @@ use kimberlite_kernel::{
     RowStore, SYSTEM_TENANT, StoreError, TableId, TenantId, Value, ViewSchema,
 };
 use kimberlite_log::{
-    DataKey, GENESIS_HASH, Hash, KeyRing, LogConfig, NewRecord, NodeKey, PartitionLog, Position,
+    DataKey, FrameBatch, GENESIS_HASH, Hash, KeyRing, LogConfig, LogReader, NewRecord, NodeKey,
+    PartitionLog, Position,
 };
 use kimberlite_projections::{ViewRead, ViewStore, ViewWrite};
 use serde::{Deserialize, Serialize};
@@ -230,6 +235,10 @@ pub enum FormatError {
 #[derive(Serialize, Deserialize)]
 struct CommandV1 {
     tenant: TenantId,
+    /// The client's own request number (recorded in the log; the VSR session numbers its
+    /// commands separately). 0: use the VSR request number.
+    #[serde(default)]
+    request: u64,
     principal: String,
     reason: String,
     body: BodyV1,
@@ -395,6 +404,7 @@ pub fn encode_command(command: &Command) -> Vec<u8> {
     };
     let mirror = CommandV1 {
         tenant: command.tenant,
+        request: command.request,
         principal: command.principal.clone(),
         reason: command.reason.clone(),
         body,
@@ -506,7 +516,11 @@ pub fn decode_command(
     Ok(Command {
         tenant: mirror.tenant,
         client_id,
-        request,
+        request: if mirror.request == 0 {
+            request
+        } else {
+            mirror.request
+        },
         timestamp_ns,
         principal: mirror.principal,
         reason: mirror.reason,
@@ -546,6 +560,9 @@ pub enum CommitReply {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Written {
+    /// The client's request number this answers (see [`CommitReply::request`]).
+    #[serde(default)]
+    pub request: u64,
     pub outcome: ReplyOutcome,
     pub rows_affected: u64,
     /// First and last position written in the command's own partition, if any.
@@ -554,6 +571,9 @@ pub struct Written {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Refusal {
+    /// The client's request number this answers (see [`CommitReply::request`]).
+    #[serde(default)]
+    pub request: u64,
     pub class: RefusalClass,
     /// At most [`REFUSAL_MESSAGE_BYTES_MAX`] bytes.
     pub message: String,
@@ -684,9 +704,28 @@ impl CommitReply {
             end -= 1;
         }
         CommitReply::Refused(Refusal {
+            request: 0,
             class: class.into(),
             message: message[..end].to_string(),
         })
+    }
+
+    /// The client request number of the command this answers. A host that resubmits a
+    /// client's retried request compares it with the session's cached reply: equal means the
+    /// request already committed and this is its answer (exactly once across view changes).
+    pub fn request(&self) -> u64 {
+        match self {
+            CommitReply::Written(written) => written.request,
+            CommitReply::Refused(refusal) => refusal.request,
+        }
+    }
+
+    fn with_request(mut self, request: u64) -> CommitReply {
+        match &mut self {
+            CommitReply::Written(written) => written.request = request,
+            CommitReply::Refused(refusal) => refusal.request = request,
+        }
+        self
     }
 
     /// [`REPLY_FORMAT`] and the MessagePack of the reply.
@@ -795,8 +834,35 @@ pub struct RecoveryReport {
     /// Records past the checkpoint already in the logs: the following ops are compared with
     /// them instead of appended.
     pub records_to_verify: u64,
+    /// Records the checkpoint needed that were fetched from peers (and checked).
+    pub records_fetched: u64,
     /// Notes from log recovery (a torn tail cut off).
     pub notes: Vec<String>,
+}
+
+/// Hears what a replica's state machine committed: the node serving the replica publishes it
+/// to its query handlers and projection runner (they read the catalog, the log readers and the
+/// view store, as on a single node).
+pub trait CommitObserver: Send {
+    /// After every committed op: the new catalog if the op changed it, and the reader of a
+    /// partition it created.
+    fn committed(&self, catalog: Option<&Catalog>, opened: Option<(TenantId, LogReader)>);
+    /// After a restore (start, or a state transfer): everything may have changed.
+    fn restored(&self, catalog: &Catalog, readers: Vec<(TenantId, LogReader)>);
+}
+
+/// Where a replica gets the records a checkpoint names but its logs lack (it was far behind,
+/// or its disk was lost): the logs of its peers, which hold byte-identical records.
+pub trait LogFetcher: Send {
+    /// Records of `tenant` from `from`, at most up to `end` (exclusive): at least one record
+    /// unless none can be had. The caller checks every frame (CRC, positions, hash chain) and
+    /// the chain head at `end` against the checkpoint, so a fetcher needs no trust in peers.
+    fn fetch(
+        &mut self,
+        tenant: TenantId,
+        from: Position,
+        end: Position,
+    ) -> anyhow::Result<FrameBatch>;
 }
 
 /// The kernel, the tenant logs and the view store of one replica. See the module docs.
@@ -808,13 +874,15 @@ pub struct KernelStateMachine {
     kernel: Kernel,
     /// In a cell because `StateMachine::snapshot` takes `&self` and must sync them.
     logs: RefCell<BTreeMap<TenantId, PartitionLog>>,
-    /// `None` only while a rebuild replaces the file.
-    views: Option<ViewStore>,
+    /// Shared with the node serving this replica (a rebuild clears it in place).
+    views: ViewStore,
     /// Partitions whose view store is ahead of the kernel (after a restart): the exclusive end
     /// of what the store holds. Empty in steady state.
     views_ahead: BTreeMap<TenantId, Position>,
     last_op: u64,
     report: RecoveryReport,
+    observer: Option<Box<dyn CommitObserver>>,
+    fetcher: Option<Box<dyn LogFetcher>>,
 }
 
 impl std::fmt::Debug for KernelStateMachine {
@@ -860,10 +928,12 @@ impl KernelStateMachine {
             node_key,
             kernel: Kernel::new(),
             logs: RefCell::new(BTreeMap::new()),
-            views: Some(views),
+            views,
             views_ahead: BTreeMap::new(),
             last_op: 0,
             report: RecoveryReport::default(),
+            observer: None,
+            fetcher: None,
         };
         machine.recover_to(&Snapshot::genesis())?;
         Ok(machine)
@@ -873,12 +943,36 @@ impl KernelStateMachine {
         &self.kernel
     }
 
+    /// Tells `observer` about every commit and restore from now on (and about the current
+    /// state at once). Records become readable as soon as their op commits (see
+    /// `PartitionLog::publish_unsynced`): the VSR journal, written by a quorum, is what makes
+    /// a committed op durable; the logs catch up on disk at each checkpoint.
+    pub fn set_observer(&mut self, observer: Box<dyn CommitObserver>) {
+        observer.restored(self.kernel.catalog(), self.readers());
+        self.observer = Some(observer);
+    }
+
+    /// Where to fetch records a checkpoint needs and the logs lack (see [`LogFetcher`]).
+    /// Without one, such a checkpoint stops the replica with a message saying so.
+    pub fn set_fetcher(&mut self, fetcher: Box<dyn LogFetcher>) {
+        self.fetcher = Some(fetcher);
+    }
+
+    /// A reader of every open partition.
+    pub fn readers(&self) -> Vec<(TenantId, LogReader)> {
+        self.logs
+            .borrow()
+            .iter()
+            .map(|(tenant, log)| (*tenant, log.reader()))
+            .collect()
+    }
+
     pub fn catalog(&self) -> &Catalog {
         self.kernel.catalog()
     }
 
     pub fn views(&self) -> &ViewStore {
-        self.views.as_ref().expect("the view store is open")
+        &self.views
     }
 
     pub fn data_dir(&self) -> &std::path::Path {
@@ -903,12 +997,10 @@ impl KernelStateMachine {
             log.close()
                 .with_context(|| format!("cannot close the log of partition {tenant}"))?;
         }
-        if let Some(views) = &self.views {
-            views
-                .begin()
-                .and_then(|write| write.commit(true))
-                .context("cannot commit the view store")?;
-        }
+        self.views
+            .begin()
+            .and_then(|write| write.commit(true))
+            .context("cannot commit the view store")?;
         Ok(())
     }
 
@@ -973,17 +1065,11 @@ impl KernelStateMachine {
             );
             let logs = self.logs.get_mut();
             let log = &logs[&partition.tenant];
-            let length = log.next_position();
-            if length < partition.end {
-                bail!(
-                    "partition {} holds {length} records but the checkpoint at op {} needs {}: \
-                     this replica was brought up to the checkpoint by state transfer (or its \
-                     disk was lost), and shipping tenant logs between replicas is not built yet",
-                    partition.tenant,
-                    snapshot.op,
-                    partition.end
-                );
+            if log.next_position() < partition.end {
+                self.fetch_missing(partition.tenant, partition.end, snapshot.op)?;
             }
+            let logs = self.logs.get_mut();
+            let log = &logs[&partition.tenant];
             let head = head_at(log, partition.end)
                 .with_context(|| format!("cannot read partition {}", partition.tenant))?;
             if head.as_slice() != partition.head.as_slice() {
@@ -1024,23 +1110,63 @@ impl KernelStateMachine {
         Ok(())
     }
 
+    /// Brings `tenant`'s log up to `end` with records fetched from peers (see [`LogFetcher`]);
+    /// each batch is checked frame by frame as it is imported, the head at `end` by the caller.
+    fn fetch_missing(&mut self, tenant: TenantId, end: Position, op: u64) -> anyhow::Result<()> {
+        let Some(fetcher) = self.fetcher.as_mut() else {
+            bail!(
+                "partition {tenant} holds {} records but the checkpoint at op {op} needs {end}, \
+                 and this replica has no peers to fetch them from",
+                self.logs.get_mut()[&tenant].next_position()
+            );
+        };
+        let log = self
+            .logs
+            .get_mut()
+            .get_mut(&tenant)
+            .with_context(|| format!("partition {tenant} is not open"))?;
+        let start = log.next_position();
+        tracing::info!(
+            tenant,
+            from = start,
+            end,
+            op,
+            "fetching records the checkpoint needs from peers"
+        );
+        while log.next_position() < end {
+            let from = log.next_position();
+            let batch = fetcher.fetch(tenant, from, end).with_context(|| {
+                format!("cannot fetch partition {tenant} from position {from} for the checkpoint at op {op}")
+            })?;
+            if batch.first != from || batch.end <= from {
+                bail!(
+                    "a peer answered a fetch of partition {tenant} from {from} with positions \
+                     {}..{}",
+                    batch.first,
+                    batch.end
+                );
+            }
+            log.import_frames(&batch).with_context(|| {
+                format!("records of partition {tenant} fetched from a peer were refused")
+            })?;
+        }
+        log.sync()
+            .with_context(|| format!("cannot sync partition {tenant}"))?;
+        let fetched = log.next_position() - start;
+        tracing::info!(tenant, fetched, "records fetched and checked");
+        self.report.records_fetched += fetched;
+        Ok(())
+    }
+
     /// Replaces the view store with one replayed from the logs up to the checkpoint.
     fn rebuild_views(&mut self, snapshot: &Snapshot, expected: &Kernel) -> anyhow::Result<()> {
         let path = self.layout.views();
         tracing::warn!(path = %path.display(), "rebuilding the view store from the logs");
-        drop(self.views.take());
-        match std::fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-            Err(error) => {
-                return Err(error).with_context(|| format!("cannot remove {}", path.display()));
-            }
-        }
-        self.views = Some(
-            ViewStore::open(&path)
-                .with_context(|| format!("cannot create the view store {}", path.display()))?,
-        );
-        let views = self.views.as_ref().expect("opened above");
+        // Cleared in place, not replaced: the node's query handlers share this store.
+        let views = &self.views;
+        views
+            .clear()
+            .with_context(|| format!("cannot clear the view store {}", path.display()))?;
         let logs = self.logs.get_mut();
         let mut kernel = Kernel::new();
         let mut write = views.begin()?;
@@ -1098,7 +1224,7 @@ impl KernelStateMachine {
             );
             position < *applied
         });
-        let views = self.views.as_ref().expect("the view store is open");
+        let views = &self.views;
         let mut write = views
             .begin()
             .unwrap_or_else(|error| storage_failure("cannot begin a view transaction", error));
@@ -1177,10 +1303,33 @@ impl KernelStateMachine {
             }
             None => drop(write),
         }
+        if count > 0 {
+            // Readable now: the quorum's journals hold the op (see `set_observer`).
+            self.logs
+                .get_mut()
+                .get_mut(&partition)
+                .expect("written above")
+                .publish_unsynced()
+                .unwrap_or_else(|error| {
+                    storage_failure(&format!("cannot publish partition {partition}"), error)
+                });
+        }
+        let mut opened = None;
         if let Outcome::TenantCreated { tenant, .. } = &effects.outcome {
             self.ensure_open(*tenant).unwrap_or_else(|error| {
                 storage_failure(&format!("cannot open the log of tenant {tenant}"), error)
             });
+            opened = Some((*tenant, self.logs.get_mut()[tenant].reader()));
+        }
+        if let Some(observer) = &self.observer {
+            let catalog_changed = !matches!(
+                effects.outcome,
+                Outcome::RowsAffected { .. }
+                    | Outcome::Appended { .. }
+                    | Outcome::AccessRecorded
+                    | Outcome::Skipped { .. }
+            );
+            observer.committed(catalog_changed.then(|| self.kernel.catalog()), opened);
         }
         let positions = (partition == command.tenant && count > 0)
             .then(|| (effects.first_position, effects.first_position + count - 1));
@@ -1189,6 +1338,7 @@ impl KernelStateMachine {
             _ => 0,
         };
         CommitReply::Written(Written {
+            request: command.request,
             outcome: effects.outcome.into(),
             rows_affected,
             positions,
@@ -1292,7 +1442,10 @@ impl StateMachine for KernelStateMachine {
             self.last_op
         );
         let reply = match decode_command(command, timestamp_ns, client, request) {
-            Ok(command) => self.execute(op, &command),
+            Ok(command) => {
+                let reply = self.execute(op, &command);
+                reply.with_request(command.request)
+            }
             Err(error) => CommitReply::refused(ErrorClass::BadRequest, &error.to_string()),
         };
         self.last_op = op;
@@ -1353,6 +1506,9 @@ impl StateMachine for KernelStateMachine {
                 self.layout.root.display(),
                 snapshot.op
             );
+        }
+        if let Some(observer) = &self.observer {
+            observer.restored(self.kernel.catalog(), self.readers());
         }
         tracing::info!(
             op = snapshot.op,

@@ -23,8 +23,8 @@ use std::sync::RwLock;
 use std::time::Duration;
 
 use kimberlite::replicated::{
-    ClusterKeys, ClusterSecret, CommitReply, KernelStateMachine, ReplicatedOptions, ReplyOutcome,
-    Written, decode_command, encode_command,
+    ClusterKeys, ClusterSecret, CommitReply, KernelStateMachine, LogFetcher, ReplicatedOptions,
+    ReplyOutcome, Written, decode_command, encode_command,
 };
 use kimberlite_consensus::Config;
 use kimberlite_consensus::StateMachine;
@@ -309,35 +309,104 @@ fn a_restarted_replica_recommits_the_ops_after_its_checkpoint_identically() {
     }
 }
 
-/// FIXME(log shipping): a replica whose logs end before a checkpoint it must install (state
-/// transfer, or a lost disk) cannot continue yet: the checkpoint carries the kernel, not the
-/// tenant logs. It stops with a message saying so, rather than diverge.
+/// Fetches from another replica's logs in this process, optionally flipping one byte of
+/// every batch (a lying or damaged peer).
+struct LocalPeer {
+    readers: BTreeMap<TenantId, kimberlite_log::LogReader>,
+    corrupt: bool,
+}
+
+impl LogFetcher for LocalPeer {
+    fn fetch(
+        &mut self,
+        tenant: TenantId,
+        from: u64,
+        end: u64,
+    ) -> anyhow::Result<kimberlite_log::FrameBatch> {
+        let reader = self
+            .readers
+            .get(&tenant)
+            .ok_or_else(|| anyhow::anyhow!("no partition {tenant}"))?;
+        // Small batches, so a transfer takes several.
+        let mut batch = reader.read_frames(from..end, 512)?;
+        if self.corrupt && !batch.bytes.is_empty() {
+            let middle = batch.bytes.len() / 2;
+            batch.bytes[middle] ^= 0x20;
+        }
+        Ok(batch)
+    }
+}
+
+/// A replica whose logs end before a checkpoint it must install (state transfer, or a lost
+/// disk) fetches the missing records from a peer, checks them and goes on as if it had
+/// committed those ops itself; without a peer, or with a peer whose records do not check, it
+/// stops with a message saying so rather than diverge.
 #[test]
-fn a_replica_missing_log_records_stops_at_state_transfer() {
+fn a_replica_behind_a_checkpoint_fetches_the_records_from_a_peer() {
     let ops = workload();
     let directory = tempfile::tempdir().unwrap();
     let mut ahead = KernelStateMachine::open(options(&directory.path().join("ahead"))).unwrap();
-    let mut behind = KernelStateMachine::open(options(&directory.path().join("behind"))).unwrap();
-    for (index, command) in ops.iter().enumerate().take(checkpoint_op as usize) {
-        let op = index as u64 + 1;
-        let reply = commit(&mut ahead, op, command);
-        if op <= checkpoint_op / 2 {
-            assert_eq!(commit(&mut behind, op, command), reply);
+    let open_behind = |name: &str| {
+        let mut behind = KernelStateMachine::open(options(&directory.path().join(name))).unwrap();
+        for (index, command) in ops.iter().enumerate().take(checkpoint_op as usize / 2) {
+            commit(&mut behind, index as u64 + 1, command);
         }
+        behind
+    };
+    let mut replies = Vec::new();
+    for (index, command) in ops.iter().enumerate().take(checkpoint_op as usize) {
+        replies.push(commit(&mut ahead, index as u64 + 1, command));
     }
     let transferred = ahead.snapshot();
-    let stopped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        behind.restore(&transferred);
-    }))
-    .expect_err("restoring a checkpoint past the logs stops the replica");
-    let message = stopped
-        .downcast_ref::<String>()
-        .cloned()
-        .unwrap_or_default();
+    let readers: BTreeMap<TenantId, kimberlite_log::LogReader> =
+        ahead.readers().into_iter().collect();
+
+    let restore_fails = |mut behind: KernelStateMachine| {
+        let stopped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            behind.restore(&transferred);
+        }))
+        .expect_err("the restore stops the replica");
+        stopped
+            .downcast_ref::<String>()
+            .cloned()
+            .unwrap_or_default()
+    };
+    let message = restore_fails(open_behind("alone"));
+    assert!(message.contains("no peers to fetch them from"), "{message}");
+    let mut lied_to = open_behind("lied-to");
+    lied_to.set_fetcher(Box::new(LocalPeer {
+        readers: readers.clone(),
+        corrupt: true,
+    }));
+    let message = restore_fails(lied_to);
     assert!(
-        message.contains("shipping tenant logs between replicas is not built yet"),
+        message.contains("fetched from a peer were refused"),
         "{message}"
     );
+
+    let mut behind = open_behind("behind");
+    behind.set_fetcher(Box::new(LocalPeer {
+        readers,
+        corrupt: false,
+    }));
+    behind.restore(&transferred);
+    assert!(behind.recovery_report().records_fetched > 0);
+    for (index, command) in ops.iter().enumerate().skip(checkpoint_op as usize) {
+        let op = index as u64 + 1;
+        assert_eq!(
+            commit(&mut behind, op, command),
+            commit(&mut ahead, op, command)
+        );
+    }
+    assert_eq!(behind.kernel(), ahead.kernel());
+    let (behind_dir, ahead_dir) = (
+        behind.data_dir().to_path_buf(),
+        ahead.data_dir().to_path_buf(),
+    );
+    behind.close().unwrap();
+    ahead.close().unwrap();
+    assert_eq!(log_files(&behind_dir), log_files(&ahead_dir));
+    assert!(kimberlite::verify::run(&behind_dir, None, false).unwrap());
 }
 
 /// Re-committing after a restart compares what the kernel produces with what the log already
@@ -380,16 +449,23 @@ fn a_log_that_contradicts_the_committed_history_stops_the_replica() {
 #[test]
 fn commands_round_trip_and_garbage_is_refused() {
     let original = append(3, "s", 2);
-    let decoded = decode_command(&encode_command(&original), 5, 6, 7).unwrap();
-    assert_eq!(
-        decoded,
-        Command {
-            timestamp_ns: 5,
-            client_id: 6,
-            request: 7,
-            ..original
-        }
-    );
+    // The client's own request number travels; without one, the session's is recorded.
+    for (own, recorded) in [(original.request, original.request), (0, 7)] {
+        let command = Command {
+            request: own,
+            ..original.clone()
+        };
+        let decoded = decode_command(&encode_command(&command), 5, 6, 7).unwrap();
+        assert_eq!(
+            decoded,
+            Command {
+                timestamp_ns: 5,
+                client_id: 6,
+                request: recorded,
+                ..original.clone()
+            }
+        );
+    }
     let directory = tempfile::tempdir().unwrap();
     let mut machine = KernelStateMachine::open(options(directory.path())).unwrap();
     for (op, garbage) in [&b""[..], &[1, 0xc1][..], &[9, 1, 2][..]]

@@ -361,7 +361,7 @@ fn string_lengths(record: &[u8]) -> [usize; 4] {
 }
 
 /// Checks the fields of a framed record ([`check_frame`] passed) without allocating: kind,
-/// flags, string bounds and UTF-8, and that the lengths add up to the record length.
+/// flags, string and payload bounds, UTF-8, and that the lengths add up to the record length.
 pub(crate) fn check_header(record: &[u8]) -> Result<(), String> {
     let total = record.len();
     if RecordKind::from_u8(record[5]).is_none() {
@@ -391,6 +391,12 @@ pub(crate) fn check_header(record: &[u8]) -> Result<(), String> {
         return Err(format!("a string length in {lengths:?} exceeds its bound"));
     }
     let ciphertext_len = read_u32(record, 72) as usize;
+    if ciphertext_len > PAYLOAD_BYTES_MAX + TAG_BYTES {
+        return Err(format!(
+            "ciphertext of {ciphertext_len} bytes exceeds the payload bound of \
+             {PAYLOAD_BYTES_MAX} bytes plus the tag"
+        ));
+    }
     let expected =
         HEADER_FIXED_BYTES + lengths.iter().sum::<usize>() + ciphertext_len + TRAILER_BYTES;
     if ciphertext_len < TAG_BYTES || expected != total {

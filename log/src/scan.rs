@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use crate::checkpoint::{CHECKPOINT_FILE, Checkpoint};
 use crate::codec::{self, FrameError, PREFIX_BYTES, RECORD_BYTES_MAX, START_MAGIC};
 use crate::storage::{FileRef, Storage, StorageFile};
+use crate::tree::TREE_FILE;
 use crate::types::{GENESIS_HASH, Hash, Position};
 
 /// Segment files are named by their first position, zero-padded so names sort by position.
@@ -86,6 +87,8 @@ pub(crate) struct Listing {
     /// (first position, path), ascending.
     pub(crate) segments: Vec<(Position, PathBuf)>,
     pub(crate) checkpoints: Option<PathBuf>,
+    /// The Merkle tree side file, if there is one.
+    pub(crate) tree: Option<PathBuf>,
 }
 
 pub(crate) fn list(storage: &dyn Storage, dir: &Path) -> Result<Listing, ScanError> {
@@ -94,10 +97,13 @@ pub(crate) fn list(storage: &dyn Storage, dir: &Path) -> Result<Listing, ScanErr
         .map_err(|source| ScanError::io(dir, "list", source))?;
     let mut segments = Vec::new();
     let mut checkpoints = None;
+    let mut tree = None;
     for name in names {
         let path = dir.join(&name);
         if name == CHECKPOINT_FILE {
             checkpoints = Some(path);
+        } else if name == TREE_FILE {
+            tree = Some(path);
         } else if name.ends_with(SEGMENT_SUFFIX) {
             let Some(first) = parse_segment_name(&name) else {
                 return Err(ScanError::damage(
@@ -118,6 +124,7 @@ pub(crate) fn list(storage: &dyn Storage, dir: &Path) -> Result<Listing, ScanErr
     Ok(Listing {
         segments,
         checkpoints,
+        tree,
     })
 }
 
@@ -218,7 +225,13 @@ pub(crate) struct ScanOptions<'a> {
     pub(crate) checkpoints: &'a [(u64, Checkpoint)],
     pub(crate) checkpoint_path: PathBuf,
     pub(crate) progress: &'a mut dyn FnMut(u64, u64),
+    /// Called with each valid record's position and stored hash, in order, after the
+    /// checkpoints that end at it are held against the chain.
+    pub(crate) on_record: &'a mut OnRecord<'a>,
 }
+
+/// See [`ScanOptions::on_record`].
+pub(crate) type OnRecord<'a> = dyn FnMut(Position, &Hash) -> Result<(), ScanError> + 'a;
 
 /// Reads every segment: frames, CRCs, dense positions, prev_hash links, non-decreasing
 /// timestamps, and the chain head at every checkpoint. Builds the sparse index.
@@ -237,6 +250,7 @@ pub(crate) fn scan(
         checkpoints,
         checkpoint_path,
         progress,
+        on_record,
     } = options;
     let mut files = Vec::with_capacity(listing.segments.len());
     let mut bytes_total = 0;
@@ -394,6 +408,7 @@ pub(crate) fn scan(
             offset += record_bytes;
             bytes_done += record_bytes;
             check_checkpoints(scanned.end, &scanned.head, scanned.last_timestamp_ns)?;
+            on_record(position, &scanned.head)?;
             if bytes_done - bytes_reported >= PROGRESS_INTERVAL_BYTES {
                 progress(bytes_done, bytes_total);
                 bytes_reported = bytes_done;

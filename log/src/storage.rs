@@ -152,6 +152,8 @@ pub(crate) mod sim {
     #[derive(Debug)]
     struct State {
         files: BTreeMap<PathBuf, SimFile>,
+        /// `sync_data` calls that succeeded, by file.
+        syncs: BTreeMap<PathBuf, u64>,
         operations: u64,
         /// Operations at and after this count fail.
         fail_at: Option<u64>,
@@ -190,6 +192,7 @@ pub(crate) mod sim {
             SimStorage {
                 state: Arc::new(Mutex::new(State {
                     files: BTreeMap::new(),
+                    syncs: BTreeMap::new(),
                     operations: 0,
                     fail_at: None,
                     rng: StdRng::seed_from_u64(seed),
@@ -205,6 +208,17 @@ pub(crate) mod sim {
 
         pub(crate) fn operations(&self) -> u64 {
             self.state.lock().unwrap().operations
+        }
+
+        /// How many `sync_data` calls on `path` succeeded.
+        pub(crate) fn syncs(&self, path: &Path) -> u64 {
+            self.state
+                .lock()
+                .unwrap()
+                .syncs
+                .get(path)
+                .copied()
+                .unwrap_or(0)
         }
 
         /// A handle on an existing file, for tests that damage bytes behind the log's back.
@@ -264,6 +278,7 @@ pub(crate) mod sim {
             SimStorage {
                 state: Arc::new(Mutex::new(State {
                     files,
+                    syncs: BTreeMap::new(),
                     operations: 0,
                     fail_at: None,
                     rng: StdRng::seed_from_u64(seed),
@@ -373,6 +388,7 @@ pub(crate) mod sim {
             state.tick()?;
             let file = state.files.get_mut(&self.path).unwrap();
             file.durable = file.volatile.clone();
+            *state.syncs.entry(self.path.clone()).or_default() += 1;
             Ok(())
         }
 

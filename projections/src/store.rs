@@ -247,9 +247,11 @@ impl ProjectionProgress {
 pub type Applied = (BTreeMap<TenantId, Position>, Option<Vec<u8>>);
 
 /// The redb file of the views.
-#[derive(Debug)]
+/// Cheap to clone: clones share one database (a replica's state machine writes it while the
+/// node's query handlers and projection runner read and write it too).
+#[derive(Debug, Clone)]
 pub struct ViewStore {
-    db: Database,
+    db: std::sync::Arc<Database>,
 }
 
 impl ViewStore {
@@ -311,7 +313,28 @@ impl ViewStore {
             txn.open_table(PROGRESS).map_err(backend)?;
         }
         txn.commit().map_err(backend)?;
-        Ok(ViewStore { db })
+        Ok(ViewStore {
+            db: std::sync::Arc::new(db),
+        })
+    }
+
+    /// Removes every row, version, applied position and projection progress in one durable
+    /// transaction: the store is as if just created, and every clone sees it so. For a
+    /// replica that rebuilds its views from its logs while the node keeps serving.
+    pub fn clear(&self) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(backend)?;
+        for table in [CURRENT, HISTORY, PROGRESS] {
+            txn.delete_table(table).map_err(backend)?;
+            txn.open_table(table).map_err(backend)?;
+        }
+        txn.delete_table(APPLIED).map_err(backend)?;
+        txn.open_table(APPLIED).map_err(backend)?;
+        txn.open_table(META)
+            .map_err(backend)?
+            .remove(META_KERNEL_SNAPSHOT)
+            .map_err(backend)?;
+        txn.commit().map_err(backend)?;
+        Ok(())
     }
 
     /// One write transaction. It implements `RowStore` (reads see its own writes); nothing

@@ -242,7 +242,7 @@ fn checkpoints_are_signed_at_intervals_and_on_close() {
     log.close().unwrap();
 
     let checkpoints = fs::read(dir.path().join("checkpoints")).unwrap();
-    assert_eq!(checkpoints.len(), 3 * 132);
+    assert_eq!(checkpoints.len(), 3 * 164);
     let report = verify_partition(
         dir.path(),
         PARTITION,

@@ -4,7 +4,9 @@ mod codec;
 mod crash;
 mod keys;
 mod log;
+mod proofs;
 mod props;
+mod ship;
 mod tamper;
 
 use std::sync::{Arc, OnceLock};

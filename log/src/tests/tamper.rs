@@ -73,14 +73,14 @@ fn tamper(dir: &Path, position: Position, change: impl FnOnce(&mut [u8])) {
 }
 
 /// What a forger who knows the format does after editing a record: fix the CRC.
-fn fix_crc(record: &mut [u8]) {
+pub(super) fn fix_crc(record: &mut [u8]) {
     let end = record.len() - 8;
     let crc = crc32fast::hash(&record[..end]);
     record[end..end + 4].copy_from_slice(&crc.to_le_bytes());
 }
 
 /// ... or fix the hash too.
-fn fix_hash_and_crc(record: &mut [u8]) {
+pub(super) fn fix_hash_and_crc(record: &mut [u8]) {
     let end = record.len() - 40;
     let hash = Sha256::digest(&record[..end]);
     record[end..end + 32].copy_from_slice(&hash);
@@ -141,6 +141,10 @@ fn the_fixture_verifies() {
         (RECORDS, 4, 2)
     );
     assert!(report.torn_tail.is_none() && report.torn_checkpoint.is_none());
+    assert_eq!((report.tree_leaves, report.torn_tree), (RECORDS, None));
+    let (log, _) = open(dir.path()).unwrap();
+    assert_eq!(report.root, log.reader().signed_head().unwrap().head.root);
+    drop(log);
     let total: u64 = segments(dir.path())
         .iter()
         .map(|path| fs::metadata(path).unwrap().len())
@@ -366,15 +370,44 @@ fn a_signed_checkpoint_that_disagrees_with_the_log_is_found() {
     let dir = fixture();
     rewrite_checkpoint(dir.path(), 0, |checkpoint| {
         checkpoint.chain_head[0] ^= 1;
-        *checkpoint = Checkpoint::sign(
-            &node_key(),
-            checkpoint.partition,
-            checkpoint.position,
-            checkpoint.chain_head,
-            checkpoint.timestamp_ns,
-        );
+        *checkpoint = Checkpoint::sign(&node_key(), checkpoint.tree_head().head);
     });
     check(dir.path(), Some(10), "does not match the log's hash", true);
+}
+
+#[test]
+fn a_signed_root_that_disagrees_with_the_records_is_found() {
+    // An earlier checkpoint: verify recomputes every root; open holds only the last one.
+    let resign_with_another_root = |checkpoint: &mut Checkpoint| {
+        checkpoint.tree_root[0] ^= 1;
+        *checkpoint = Checkpoint::sign(&node_key(), checkpoint.tree_head().head);
+    };
+    let dir = fixture();
+    rewrite_checkpoint(dir.path(), 0, resign_with_another_root);
+    check(
+        dir.path(),
+        Some(10),
+        "signed root does not match the records",
+        false,
+    );
+    open(dir.path()).unwrap();
+
+    // The last checkpoint: open refuses too, and says the checkpoint is wrong, not the tree.
+    let dir = fixture();
+    rewrite_checkpoint(dir.path(), 1, resign_with_another_root);
+    check(
+        dir.path(),
+        Some(20),
+        "signed root does not match the records",
+        true,
+    );
+    let error = open(dir.path()).unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("the checkpoint does not describe these records"),
+        "{error}"
+    );
 }
 
 #[test]

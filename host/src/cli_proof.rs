@@ -1,0 +1,129 @@
+//! `kimberlite proof` and `kimberlite verify --remote`: proofs checked on the client, with the
+//! heads it trusted kept between runs in `trust.toml` beside the client config.
+
+use crate::cli::{Connection, describe_record};
+use crate::files::write_atomic;
+use anyhow::Context;
+use kimberlite_client::proof::TrustedHead;
+use kimberlite_client::{Client, Proven};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// The file, beside the client config, that keeps the last trusted head per tenant.
+pub const TRUST_FILE: &str = "trust.toml";
+
+#[derive(Default, Serialize, Deserialize)]
+struct TrustFile {
+    #[serde(default)]
+    tenants: BTreeMap<String, SavedHead>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SavedHead {
+    partition: u64,
+    size: u64,
+    root: String,
+    chain_head: String,
+    timestamp_ns: u64,
+}
+
+fn trust_path(connection: &Connection) -> PathBuf {
+    connection.config_path().with_file_name(TRUST_FILE)
+}
+
+fn load(connection: &Connection) -> anyhow::Result<TrustFile> {
+    let path = trust_path(connection);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            toml::from_str(&text).with_context(|| format!("{} is not valid", path.display()))
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(TrustFile::default()),
+        Err(error) => Err(error).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+fn hash(text: &str, what: &str) -> anyhow::Result<[u8; 32]> {
+    hex::decode(text)
+        .ok()
+        .and_then(|bytes| bytes.try_into().ok())
+        .with_context(|| format!("{what} in {TRUST_FILE} is not 64 hex digits"))
+}
+
+/// Connects, and trusts the head saved for `tenant` (if any): proofs must extend it.
+async fn connect(connection: &Connection, tenant: &str) -> anyhow::Result<Client> {
+    let client = connection.connect().await?;
+    if let Some(saved) = load(connection)?.tenants.get(tenant) {
+        client.trust(
+            tenant,
+            TrustedHead {
+                partition: saved.partition,
+                size: saved.size,
+                root: hash(&saved.root, "root")?,
+                chain_head: hash(&saved.chain_head, "chain_head")?,
+                timestamp_ns: saved.timestamp_ns,
+            },
+        );
+    }
+    Ok(client)
+}
+
+fn save(connection: &Connection, tenant: &str, head: &TrustedHead) -> anyhow::Result<()> {
+    let mut file = load(connection)?;
+    file.tenants.insert(
+        tenant.to_string(),
+        SavedHead {
+            partition: head.partition,
+            size: head.size,
+            root: hex::encode(head.root),
+            chain_head: hex::encode(head.chain_head),
+            timestamp_ns: head.timestamp_ns,
+        },
+    );
+    let path = trust_path(connection);
+    let text = toml::to_string_pretty(&file).expect("a trust file always serializes");
+    write_atomic(&path, text.as_bytes(), false)
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+fn describe_head(tenant: &str, proven: &Proven) -> String {
+    let head = &proven.head;
+    let extends = match &proven.previous {
+        Some(previous) => format!(
+            "extends the head trusted before ({} records; consistency proof of {} hashes checked)",
+            previous.size, proven.consistency_hashes
+        ),
+        None => "first contact: trusted on the node's signature alone".to_string(),
+    };
+    format!(
+        "tenant `{tenant}` (partition {}): {} records, Merkle root {}, chain head {}\n  signed by a trusted node key; {extends}",
+        head.partition,
+        head.size,
+        hex::encode(head.root),
+        hex::encode(head.chain_head),
+    )
+}
+
+pub async fn verify_remote(connection: &Connection, tenant: &str) -> anyhow::Result<()> {
+    let client = connect(connection, tenant).await?;
+    let proven = client.prove(tenant, None).await?;
+    println!("ok  {}", describe_head(tenant, &proven));
+    save(connection, tenant, &proven.head)?;
+    println!("trusted head saved in {}", trust_path(connection).display());
+    Ok(())
+}
+
+pub async fn prove(connection: &Connection, tenant: &str, position: u64) -> anyhow::Result<()> {
+    let client = connect(connection, tenant).await?;
+    let proven = client.prove(tenant, Some(position)).await?;
+    let record = proven.record.as_ref().context("the node sent no record")?;
+    println!("{}", describe_record(record, true));
+    println!(
+        "ok  record {position} (hash {}) is in the signed tree: inclusion proof of {} hashes checked",
+        hex::encode(&record.hash),
+        proven.inclusion_hashes
+    );
+    println!("    {}", describe_head(tenant, &proven));
+    save(connection, tenant, &proven.head)?;
+    Ok(())
+}
