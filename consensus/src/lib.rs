@@ -61,6 +61,8 @@ pub mod transport;
 pub use client::{Client, ClientEvent};
 pub use clock::Instant;
 pub use message::{Header, Message, Operation, Prepare, ViewChangeEntry};
-pub use replica::{Action, Config, KnownBug, OpenError, Replica, Status};
+#[cfg(feature = "vopr-bugs")]
+pub use replica::KnownBug;
+pub use replica::{Action, Config, OpenError, Replica, Status};
 pub use state_machine::StateMachine;
 pub use storage::{Location, Storage, SuperBlock};

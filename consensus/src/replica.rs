@@ -19,7 +19,9 @@
 //! - the log is a hash chain: headers are repaired backwards from the head, each accepted only if
 //!   it is the parent of an already trusted one, and prepares are then fetched by checksum;
 //! - checkpoints (state machine snapshot + client sessions) bound the journal; a replica too far
-//!   behind receives a checkpoint (state transfer) instead of the overwritten ops.
+//!   behind receives a checkpoint (state transfer) instead of the overwritten ops. A replica
+//!   whose newest snapshot rotted rebuilds it from the previous checkpoint and its journal
+//!   before it asks a peer (which may be the only other holder of those ops).
 
 use std::collections::VecDeque;
 
@@ -40,12 +42,42 @@ use crate::sessions::ClientSessions;
 use crate::state_machine::StateMachine;
 use crate::storage::{CheckpointState, Location, Storage, SuperBlock};
 
-/// Deliberate protocol bugs, for showing that the simulator catches them. Never set in
-/// production: each one breaks safety.
+/// Deliberate protocol bugs, for showing that the simulator catches them. Each one breaks
+/// safety, so they exist only in builds with the test-only `vopr-bugs` feature: a node build
+/// has neither this type nor [`Config`]'s `known_bug`.
+#[cfg(feature = "vopr-bugs")]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KnownBug {
-    /// The primary commits a prepare as soon as its own journal write is durable.
+    /// The primary commits a prepare as soon as its own journal write is durable, without
+    /// waiting for a replication quorum of `PrepareOk`.
     CommitWithoutQuorum,
+    /// A backup acknowledges a prepare before it is durable: the write sits in a write-back
+    /// cache for [`bug_write_back_ticks`] and is lost if the replica crashes meanwhile.
+    PrepareOkBeforeWrite,
+}
+
+/// [`KnownBug::PrepareOkBeforeWrite`]: how long an acknowledged prepare stays unwritten.
+#[cfg(feature = "vopr-bugs")]
+pub const bug_write_back_ticks: u64 = 100;
+
+#[cfg(feature = "vopr-bugs")]
+impl KnownBug {
+    pub const all: [KnownBug; 2] = [
+        KnownBug::CommitWithoutQuorum,
+        KnownBug::PrepareOkBeforeWrite,
+    ];
+
+    /// The name on the `vopr` command line (`--bug NAME`).
+    pub fn name(self) -> &'static str {
+        match self {
+            KnownBug::CommitWithoutQuorum => "commit-without-quorum",
+            KnownBug::PrepareOkBeforeWrite => "prepare-ok-before-write",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<KnownBug> {
+        KnownBug::all.into_iter().find(|bug| bug.name() == name)
+    }
 }
 
 /// What every replica of a cluster must agree on, plus this replica's index.
@@ -58,7 +90,8 @@ pub struct Config {
     pub checkpoint_interval_ops: u64,
     pub pipeline_prepares_max: u64,
     pub clients_max: usize,
-    /// Test-only: see [`KnownBug`].
+    /// Test-only (`vopr-bugs` feature): see [`KnownBug`].
+    #[cfg(feature = "vopr-bugs")]
     pub known_bug: Option<KnownBug>,
 }
 
@@ -72,6 +105,7 @@ impl Config {
             checkpoint_interval_ops: constants::checkpoint_interval_ops,
             pipeline_prepares_max: constants::pipeline_prepares_max,
             clients_max: constants::clients_max,
+            #[cfg(feature = "vopr-bugs")]
             known_bug: None,
         }
     }
@@ -226,6 +260,7 @@ struct DoViewChangeRecord {
     log_view: u64,
     op: u64,
     commit_max: u64,
+    /// The newest checkpoint the sender could lead from (0 while its snapshot is missing).
     checkpoint_op: u64,
     entries: Vec<ViewChangeEntry>,
 }
@@ -275,6 +310,8 @@ pub struct Replica<S: Storage, M: StateMachine> {
     /// Highest op known committed.
     commit_max: u64,
     checkpoint: CheckpointState,
+    /// The checkpoint before `checkpoint`: see [`SuperBlock::checkpoint_previous`].
+    checkpoint_previous: CheckpointState,
     op_uncertain_max: u64,
     superblock: SuperBlock,
     slots: Vec<Slot>,
@@ -295,9 +332,13 @@ pub struct Replica<S: Storage, M: StateMachine> {
     ping_sent_tick: u64,
     repair_tick: u64,
     request_start_view_tick: Option<u64>,
-    /// The newest view another replica's message told us about.
+    /// The newest view we know has started: a message from its primary, or a replica in
+    /// normal status in it. `request_start_view` asks that view's primary, so a view that was
+    /// only voted for (its primary may never lead it) must not land here.
     view_heard_max: u64,
-    /// When a replica last told us it is in a later view than ours.
+    /// The newest view a replica told us it is in (normal or view change), and when it last
+    /// did: a primary abdicates rather than lead while a replica is stranded ahead of it.
+    view_ahead_max: u64,
     view_ahead_tick: Option<u64>,
     repair_target: u8,
     /// Primary: when each replica last told us it is in our view, in normal status.
@@ -314,6 +355,10 @@ pub struct Replica<S: Storage, M: StateMachine> {
     clock: Clock,
     now: Instant,
     outbox: Vec<Action>,
+    /// [`KnownBug::PrepareOkBeforeWrite`]: acknowledged prepares not written yet, with the
+    /// tick each was acknowledged at.
+    #[cfg(feature = "vopr-bugs")]
+    bug_write_back: Vec<(u64, Prepare)>,
 }
 
 fn bit(replica: u8) -> u8 {
@@ -366,6 +411,18 @@ fn header_record_decode(slot: u64, bytes: &[u8]) -> Result<Option<Header>, Decod
     };
     reader.finish()?;
     Ok(header)
+}
+
+/// The checkpoint of a new replica: the root op, the state machine's initial state.
+fn checkpoint_root(root: Header) -> CheckpointState {
+    assert_eq!(root.op, 0);
+    CheckpointState {
+        op: 0,
+        header: root,
+        snapshot_checksum: 0,
+        snapshot_bytes: 0,
+        snapshot_area: 0,
+    }
 }
 
 fn snapshot_encode(op: u64, sessions: &ClientSessions, state: &[u8]) -> Vec<u8> {
@@ -429,13 +486,8 @@ impl<S: Storage, M: StateMachine> Replica<S, M> {
             view: 0,
             log_view: 0,
             commit_max: 0,
-            checkpoint: CheckpointState {
-                op: 0,
-                header: root,
-                snapshot_checksum: 0,
-                snapshot_bytes: 0,
-                snapshot_area: 0,
-            },
+            checkpoint: checkpoint_root(root),
+            checkpoint_previous: checkpoint_root(root),
             op_uncertain_max: 0,
             view_head_op: 0,
             view_headers: vec![Some(root)],
@@ -469,6 +521,7 @@ impl<S: Storage, M: StateMachine> Replica<S, M> {
             commit_min: superblock.checkpoint.op,
             commit_max: superblock.commit_max.max(superblock.checkpoint.op),
             checkpoint: superblock.checkpoint,
+            checkpoint_previous: superblock.checkpoint_previous,
             op_uncertain_max: superblock.op_uncertain_max,
             superblock,
             slots,
@@ -490,6 +543,7 @@ impl<S: Storage, M: StateMachine> Replica<S, M> {
             repair_tick: 0,
             request_start_view_tick: None,
             view_heard_max: 0,
+            view_ahead_max: 0,
             view_ahead_tick: None,
             repair_target: config.replica,
             follower_seen_tick: [0; replicas_max],
@@ -504,6 +558,8 @@ impl<S: Storage, M: StateMachine> Replica<S, M> {
             clock,
             now,
             outbox: Vec::new(),
+            #[cfg(feature = "vopr-bugs")]
+            bug_write_back: Vec::new(),
             config,
             storage,
             state_machine,
@@ -547,26 +603,27 @@ impl<S: Storage, M: StateMachine> Replica<S, M> {
             entropy,
             superblock.clone(),
         );
-        if replica.checkpoint.op > 0 {
-            let bytes = replica.storage.read(Location::Snapshot {
-                area: replica.checkpoint.snapshot_area,
-            });
-            let intact = bytes.len() as u64 == replica.checkpoint.snapshot_bytes
-                && checksum(&bytes) == replica.checkpoint.snapshot_checksum;
-            match snapshot_decode(&bytes, replica.config.clients_max) {
-                Ok((op, sessions, state)) if intact => {
-                    assert_eq!(op, replica.checkpoint.op);
+        let checkpoint = replica.checkpoint;
+        let restored = checkpoint.op == 0
+            || match replica.snapshot_read(&checkpoint) {
+                Some((sessions, state)) => {
                     replica.sessions = sessions;
                     replica.state_machine.restore(&state);
+                    true
                 }
-                _ if replica.config.replica_count == 1 => return Err(OpenError::SnapshotCorrupt),
-                // Our view state and journal are intact, so we keep taking part in consensus;
-                // we only cannot apply ops until a peer sends us this checkpoint (or a newer one).
-                _ => replica.snapshot_missing = true,
-            }
-        }
+                None => false,
+            };
         replica.timestamp_last = replica.checkpoint.header.timestamp_ns;
         replica.journal_recover();
+        if !restored && !replica.checkpoint_rebuild() {
+            if replica.config.replica_count == 1 {
+                return Err(OpenError::SnapshotCorrupt);
+            }
+            // Our view state and journal are intact, so we keep taking part in consensus; we
+            // only cannot apply ops until a peer sends us this checkpoint (or a newer one).
+            replica.sessions = ClientSessions::new(replica.config.clients_max);
+            replica.snapshot_missing = true;
+        }
         let certain = replica.head_recover(&superblock);
         replica.commit_max = replica.commit_max.max(replica.head().commit);
         replica.timestamp_last = replica.timestamp_last.max(replica.head().timestamp_ns);
@@ -647,13 +704,8 @@ impl<S: Storage, M: StateMachine> Replica<S, M> {
             view: 0,
             log_view: 0,
             commit_max: 0,
-            checkpoint: CheckpointState {
-                op: 0,
-                header: root,
-                snapshot_checksum: 0,
-                snapshot_bytes: 0,
-                snapshot_area: 0,
-            },
+            checkpoint: checkpoint_root(root),
+            checkpoint_previous: checkpoint_root(root),
             op_uncertain_max: 0,
             view_head_op: 0,
             view_headers: vec![Some(root)],
@@ -718,6 +770,12 @@ impl<S: Storage, M: StateMachine> Replica<S, M> {
             .get(client)
             .map(|session| (session.request, session.op))
     }
+    /// Whether this replica can serve its checkpoint to a state transfer: the snapshot its
+    /// superblock points at is intact on disk (the simulator's liveness accounting).
+    pub(crate) fn checkpoint_servable(&mut self) -> bool {
+        let checkpoint = self.checkpoint;
+        !self.snapshot_missing && self.snapshot_read(&checkpoint).is_some()
+    }
     pub fn replica_count_is_one(&self) -> bool {
         self.config.replica_count == 1
     }
@@ -744,6 +802,8 @@ impl<S: Storage, M: StateMachine> Replica<S, M> {
     pub fn on_tick(&mut self, now: Instant) -> Vec<Action> {
         self.now = now;
         self.ticks += 1;
+        #[cfg(feature = "vopr-bugs")]
+        self.bug_write_back_flush();
         self.clock.tick(now);
         self.tick_timeouts();
         self.invariants();
@@ -846,10 +906,14 @@ impl<S: Storage, M: StateMachine> Replica<S, M> {
                         self.follower_seen_tick[replica as usize] = self.ticks;
                     }
                     if view > self.view {
-                        // A quorum once voted that replica into a later view; it can never
-                        // come back to ours.
-                        self.view_heard_max = self.view_heard_max.max(view);
+                        // That replica can never come back to our view.
+                        self.view_ahead_max = self.view_ahead_max.max(view);
                         self.view_ahead_tick = Some(self.ticks);
+                        if normal {
+                            // Started: a primary leads it (not merely a vote for it, whose
+                            // primary may be down for good).
+                            self.view_heard_max = self.view_heard_max.max(view);
+                        }
                     }
                     let pong = Message::Pong {
                         replica: self.config.replica,
@@ -1042,6 +1106,15 @@ impl<S: Storage, M: StateMachine> Replica<S, M> {
         {
             return Some(entry.prepare.clone());
         }
+        #[cfg(feature = "vopr-bugs")]
+        if let Some((_, prepare)) = self
+            .bug_write_back
+            .iter()
+            .rev()
+            .find(|(_, prepare)| prepare.header.checksum == header.checksum)
+        {
+            return Some(prepare.clone());
+        }
         let slot = self.slot_index(header.op);
         if self.slots[slot].header != Some(*header)
             || self.slots[slot].state != PrepareState::Durable
@@ -1124,6 +1197,7 @@ impl<S: Storage, M: StateMachine> Replica<S, M> {
             log_view: self.log_view,
             commit_max: self.commit_max.max(self.checkpoint.op),
             checkpoint: self.checkpoint,
+            checkpoint_previous: self.checkpoint_previous,
             op_uncertain_max: self.op_uncertain_max,
             view_head_op: high,
             view_headers,
@@ -1149,6 +1223,11 @@ impl<S: Storage, M: StateMachine> Replica<S, M> {
         assert_eq!(self.superblock.view, self.view);
         assert_eq!(self.superblock.log_view, self.log_view);
         assert_eq!(self.superblock.checkpoint, self.checkpoint);
+        assert_eq!(
+            self.superblock.checkpoint_previous,
+            self.checkpoint_previous
+        );
+        assert!(self.checkpoint_previous.op <= self.checkpoint.op);
         if self.status == Status::Normal && self.is_primary() {
             assert_eq!(self.commit_min, self.commit_max);
             assert!(self.pipeline.len() as u64 <= self.config.pipeline_prepares_max);
@@ -1237,6 +1316,84 @@ impl<S: Storage, M: StateMachine> Replica<S, M> {
             }
             self.slots[slot as usize] = entry;
         }
+    }
+
+    /// The snapshot of `checkpoint` from its area, if it is intact: (sessions, state). The
+    /// root checkpoint (op 0) is the initial state, which has no snapshot.
+    fn snapshot_read(&mut self, checkpoint: &CheckpointState) -> Option<(ClientSessions, Vec<u8>)> {
+        if checkpoint.op == 0 {
+            return None;
+        }
+        let bytes = self.storage.read(Location::Snapshot {
+            area: checkpoint.snapshot_area,
+        });
+        if bytes.len() as u64 != checkpoint.snapshot_bytes
+            || checksum(&bytes) != checkpoint.snapshot_checksum
+        {
+            return None;
+        }
+        let (op, sessions, state) = snapshot_decode(&bytes, self.config.clients_max).ok()?;
+        // The checksum matched what we wrote, so the decoded snapshot is the one we encoded.
+        assert_eq!(op, checkpoint.op, "snapshot of another checkpoint");
+        Some((sessions, state))
+    }
+
+    /// Our checkpoint's snapshot is unreadable: rebuild it from the previous checkpoint's
+    /// snapshot and the journal's ops between the two, if all of them are intact here. The
+    /// result must match the checkpoint's checksum byte for byte, and then replaces the corrupt
+    /// snapshot. Returns whether the state machine and sessions now hold the checkpoint; if
+    /// not, they hold garbage and the caller must not commit until a checkpoint is installed.
+    fn checkpoint_rebuild(&mut self) -> bool {
+        let previous = self.checkpoint_previous;
+        let current = self.checkpoint;
+        if current.op == 0 || previous.op >= current.op {
+            return false;
+        }
+        // Gather the ops first: nothing is executed unless the whole chain is here.
+        let mut prepares = Vec::with_capacity((current.op - previous.op) as usize);
+        let mut parent = previous.header;
+        for op in previous.op + 1..=current.op {
+            let slot = self.slots[self.slot_index(op)];
+            let Some(header) = slot
+                .header
+                .filter(|h| h.op == op && h.parent == parent.checksum)
+            else {
+                return false;
+            };
+            let Some(prepare) = self.journal_read(&header) else {
+                return false;
+            };
+            parent = header;
+            prepares.push(prepare);
+        }
+        if parent.checksum != current.header.checksum {
+            return false;
+        }
+        if previous.op == 0 {
+            // The state machine passed to `open` is in its initial state.
+            self.sessions = ClientSessions::new(self.config.clients_max);
+        } else {
+            let Some((sessions, state)) = self.snapshot_read(&previous) else {
+                return false;
+            };
+            self.sessions = sessions;
+            self.state_machine.restore(&state);
+        }
+        for prepare in &prepares {
+            self.execute(prepare);
+        }
+        let state = self.state_machine.snapshot();
+        let snapshot = snapshot_encode(current.op, &self.sessions, &state);
+        if snapshot.len() as u64 != current.snapshot_bytes
+            || checksum(&snapshot) != current.snapshot_checksum
+        {
+            return false;
+        }
+        let location = Location::Snapshot {
+            area: current.snapshot_area,
+        };
+        self.storage.write(location, &snapshot);
+        true
     }
 
     /// Decide the head op after a restart; returns whether it is certain.
@@ -1412,7 +1569,7 @@ impl<S: Storage, M: StateMachine> Replica<S, M> {
         let view_ahead = self
             .view_ahead_tick
             .is_some_and(|tick| self.ticks < tick + primary_abdicate_timeout_ticks)
-            && self.view_heard_max > self.view;
+            && self.view_ahead_max > self.view;
         let abdicating = pipeline_stalled || followers + 1 < self.quorum_replication || view_ahead;
         if abdicating
             && (self.svc_view <= self.view || self.svc_from & bit(self.config.replica) == 0)
@@ -1611,9 +1768,13 @@ impl<S: Storage, M: StateMachine> Replica<S, M> {
     fn primary_commit_pipeline(&mut self) {
         while let Some(front) = self.pipeline.front() {
             let acks = front.ok_from.count_ones() as usize;
-            let quorum = acks >= self.quorum_replication
-                || self.config.known_bug == Some(KnownBug::CommitWithoutQuorum);
-            if !quorum {
+            #[cfg(feature = "vopr-bugs")]
+            let acks = if self.config.known_bug == Some(KnownBug::CommitWithoutQuorum) {
+                self.quorum_replication // The bug: our own write is deemed enough.
+            } else {
+                acks
+            };
+            if acks < self.quorum_replication {
                 break;
             }
             let entry = self.pipeline.front().expect("front").clone();
@@ -1720,7 +1881,7 @@ impl<S: Storage, M: StateMachine> Replica<S, M> {
             }
             self.op = header.op;
         }
-        self.journal_write(prepare);
+        self.journal_write_to_acknowledge(prepare);
         let ok = Message::PrepareOk {
             view: self.view,
             op: header.op,
@@ -1730,6 +1891,46 @@ impl<S: Storage, M: StateMachine> Replica<S, M> {
         let primary = self.primary_index(self.view);
         self.send(primary, ok);
         self.commit_journal();
+    }
+
+    /// A backup's write of a new prepare of its view, which it acknowledges right after.
+    fn journal_write_to_acknowledge(&mut self, prepare: &Prepare) {
+        #[cfg(feature = "vopr-bugs")]
+        if self.config.known_bug == Some(KnownBug::PrepareOkBeforeWrite) {
+            // The bug: acknowledged from a write-back cache, written `bug_write_back_ticks`
+            // later (`on_tick`), lost if the process dies first. The process itself sees the
+            // slot as written (`journal_read` looks in the cache).
+            let slot = self.slot_index(prepare.header.op);
+            self.slots[slot] = Slot {
+                header: Some(prepare.header),
+                state: PrepareState::Durable,
+                unknown: false,
+            };
+            self.bug_write_back.push((self.ticks, prepare.clone()));
+            return;
+        }
+        self.journal_write(prepare);
+    }
+
+    /// [`KnownBug::PrepareOkBeforeWrite`]: write what the cache has held long enough, if the
+    /// slot still holds it.
+    #[cfg(feature = "vopr-bugs")]
+    fn bug_write_back_flush(&mut self) {
+        let ticks = self.ticks;
+        let (due, held): (Vec<_>, Vec<_>) = std::mem::take(&mut self.bug_write_back)
+            .into_iter()
+            .partition(|(tick, _)| ticks >= tick + bug_write_back_ticks);
+        self.bug_write_back = held;
+        for (_, prepare) in due {
+            let header = prepare.header;
+            let slot = &self.slots[self.slot_index(header.op)];
+            if slot.header == Some(header)
+                && slot.state == PrepareState::Durable
+                && header.op > self.checkpoint.op
+            {
+                self.journal_write(&prepare);
+            }
+        }
     }
 
     fn on_commit(&mut self, view: u64, commit_max: u64, checkpoint_op: u64, op: u64, replica: u8) {
@@ -1798,18 +1999,12 @@ impl<S: Storage, M: StateMachine> Replica<S, M> {
         }
     }
 
-    /// Execute one committed prepare against the sessions and the state machine.
-    fn commit_op(&mut self, prepare: &Prepare) {
+    /// Apply a committed prepare to the client sessions and the state machine: the reply, or
+    /// `None` when the session is gone or the request is a duplicate (not executed).
+    fn execute(&mut self, prepare: &Prepare) -> Option<Vec<u8>> {
         let header = prepare.header;
-        assert_eq!(header.op, self.commit_min + 1);
-        assert!(header.op <= self.commit_max);
-        assert_eq!(
-            Some(header.parent),
-            self.header_for_op(self.commit_min).map(|h| h.checksum)
-        );
-        let reply_to_client = self.status == Status::Normal && self.is_primary();
         let client = header.client;
-        let reply = match header.operation {
+        match header.operation {
             Operation::Root => unreachable!("op 0 is never committed"),
             Operation::Register => {
                 if self.sessions.get(client).is_none() {
@@ -1835,7 +2030,21 @@ impl<S: Storage, M: StateMachine> Replica<S, M> {
                 }
                 _ => None,
             },
-        };
+        }
+    }
+
+    /// Execute one committed prepare against the sessions and the state machine.
+    fn commit_op(&mut self, prepare: &Prepare) {
+        let header = prepare.header;
+        assert_eq!(header.op, self.commit_min + 1);
+        assert!(header.op <= self.commit_max);
+        assert_eq!(
+            Some(header.parent),
+            self.header_for_op(self.commit_min).map(|h| h.checksum)
+        );
+        let reply_to_client = self.status == Status::Normal && self.is_primary();
+        let client = header.client;
+        let reply = self.execute(prepare);
         self.commit_min = header.op;
         self.commit_progress_tick = self.ticks;
         self.outbox.push(Action::Committed { header });
@@ -1874,6 +2083,7 @@ impl<S: Storage, M: StateMachine> Replica<S, M> {
         let snapshot = snapshot_encode(self.commit_min, &self.sessions, &state);
         let area = 1 - self.checkpoint.snapshot_area;
         self.storage.write(Location::Snapshot { area }, &snapshot);
+        self.checkpoint_previous = self.checkpoint;
         self.checkpoint = CheckpointState {
             op: self.commit_min,
             header: self
@@ -2004,7 +2214,15 @@ impl<S: Storage, M: StateMachine> Replica<S, M> {
             log_view: self.log_view,
             op: self.op,
             commit_max: self.commit_max,
-            checkpoint_op: self.checkpoint.op,
+            // Candidates that step aside hand the view to a sender of the newest checkpoint,
+            // so vouch only for one we can lead from: none while our snapshot is missing (we
+            // cannot commit at all). Two candidates that cannot lead would otherwise hand the
+            // view back and forth, faster than a third that can collects a quorum of these.
+            checkpoint_op: if self.snapshot_missing {
+                0
+            } else {
+                self.checkpoint.op
+            },
             entries,
         }
     }
@@ -2755,6 +2973,7 @@ impl<S: Storage, M: StateMachine> Replica<S, M> {
             self.truncate_after(self.commit_min);
             self.op = self.commit_min;
         }
+        self.checkpoint_previous = self.checkpoint;
         self.checkpoint = CheckpointState {
             op: header.op,
             header,
@@ -3158,6 +3377,234 @@ mod tests {
             Replica::open(mismatched, other, Echo::default(), now(0), 1),
             Err(OpenError::Mismatch(_))
         ));
+    }
+
+    /// A single replica that committed a register and `requests` commands (ops 1..=requests+1).
+    fn single_replica_after(requests: u64) -> (Config, MemoryStorage, Vec<u8>) {
+        let config = small_config(1, 0);
+        let mut storage = MemoryStorage::default();
+        Replica::<MemoryStorage, Echo>::format(&config, &mut storage).unwrap();
+        let mut replica =
+            Replica::open(config.clone(), storage, Echo::default(), now(0), 1).unwrap();
+        let client = 99;
+        replica.on_message(
+            now(1),
+            Message::Request {
+                client,
+                request: 0,
+                operation: Operation::Register,
+                body: vec![],
+            },
+        );
+        for request in 1..=requests {
+            let actions = replica.on_message(
+                now(request + 1),
+                Message::Request {
+                    client,
+                    request,
+                    operation: Operation::Command,
+                    body: vec![request as u8],
+                },
+            );
+            assert_eq!(replies(&actions).len(), 1);
+        }
+        let log = replica.state_machine().log.clone();
+        let (storage, _) = replica.into_parts();
+        (config, storage, log)
+    }
+
+    fn flip_byte(storage: &mut MemoryStorage, location: Location, index: usize) {
+        let mut bytes = storage.read(location);
+        bytes[index] ^= 0x20;
+        storage.write(location, &bytes);
+    }
+
+    #[test]
+    fn corrupt_snapshot_is_rebuilt_from_previous_checkpoint_and_journal() {
+        // Ops 1..=9: checkpoints at 4 (previous) and 8 (current), in the two snapshot areas.
+        let (config, storage, log) = single_replica_after(8);
+        let check = |damage: &dyn Fn(&mut MemoryStorage, &SuperBlock), expected: Result<(), ()>| {
+            let mut storage = MemoryStorage {
+                records: storage.records.clone(),
+            };
+            let superblock = SuperBlock::read_quorum(&mut storage).unwrap();
+            assert_eq!(
+                (superblock.checkpoint.op, superblock.checkpoint_previous.op),
+                (8, 4)
+            );
+            damage(&mut storage, &superblock);
+            let opened = Replica::open(config.clone(), storage, Echo::default(), now(20), 3);
+            match (opened, expected) {
+                (Ok(mut replica), Ok(())) => {
+                    assert_eq!(replica.commit_min(), 9);
+                    assert_eq!(replica.state_machine().log, log);
+                    assert!(replica.checkpoint_servable(), "the snapshot was rewritten");
+                }
+                (Err(error), Err(())) => assert_eq!(error, OpenError::SnapshotCorrupt),
+                (opened, expected) => panic!(
+                    "expected {expected:?}, got {:?}",
+                    opened.map(|replica| replica.commit_min())
+                ),
+            }
+        };
+        let current = |superblock: &SuperBlock| Location::Snapshot {
+            area: superblock.checkpoint.snapshot_area,
+        };
+        let previous = |superblock: &SuperBlock| Location::Snapshot {
+            area: superblock.checkpoint_previous.snapshot_area,
+        };
+        check(&|_, _| {}, Ok(()));
+        // The newest snapshot rots: rebuilt from checkpoint 4 and ops 5..=8 of the journal.
+        check(&|storage, sb| flip_byte(storage, current(sb), 12), Ok(()));
+        // ... unless the previous snapshot rotted too,
+        check(
+            &|storage, sb| {
+                flip_byte(storage, current(sb), 12);
+                flip_byte(storage, previous(sb), 12);
+            },
+            Err(()),
+        );
+        // ... or an op between the two checkpoints is gone from the journal.
+        check(
+            &|storage, sb| {
+                flip_byte(storage, current(sb), 12);
+                flip_byte(storage, Location::JournalPrepare { slot: 6 }, 40);
+            },
+            Err(()),
+        );
+    }
+
+    /// Prepare `op` of view 0 (primary 0) for client 1, chained to `parent`.
+    fn prepare_after(parent: &Header, operation: Operation) -> Prepare {
+        let op = parent.op + 1;
+        let body = if operation == Operation::Register {
+            vec![]
+        } else {
+            vec![op as u8]
+        };
+        let mut header = Header {
+            checksum: 0,
+            parent: parent.checksum,
+            body_checksum: checksum(&body),
+            cluster: 7,
+            view: 0,
+            op,
+            commit: op - 1,
+            timestamp_ns: 5 + op,
+            client: 1,
+            request: op - 1,
+            operation,
+            replica: 0,
+            body_bytes: body.len() as u32,
+        };
+        header.checksum = header.calculate_checksum();
+        Prepare { header, body }
+    }
+
+    #[test]
+    fn backup_without_its_snapshot_vouches_for_no_checkpoint() {
+        // Backup 1 of 3 commits ops 1..=4 (a register and three commands): checkpoint 4, whose
+        // previous checkpoint is the root.
+        let config = small_config(3, 1);
+        let mut storage = MemoryStorage::default();
+        Replica::<MemoryStorage, Echo>::format(&config, &mut storage).unwrap();
+        let mut replica =
+            Replica::open(config.clone(), storage, Echo::default(), now(0), 1).unwrap();
+        let mut parent = Header::root(7);
+        for op in 1..=4 {
+            let operation = if op == 1 {
+                Operation::Register
+            } else {
+                Operation::Command
+            };
+            let prepare = prepare_after(&parent, operation);
+            parent = prepare.header;
+            replica.on_message(now(op), Message::Prepare(prepare));
+        }
+        let commit = Message::Commit {
+            view: 0,
+            commit_max: 4,
+            checkpoint_op: 0,
+            op: 4,
+            replica: 0,
+        };
+        replica.on_message(now(5), commit);
+        assert_eq!((replica.commit_min(), replica.checkpoint_op()), (4, 4));
+        let log = replica.state_machine().log.clone();
+        let (storage, _) = replica.into_parts();
+        // Reopened with the snapshot corrupt (and maybe op 2 too): the checkpoint it vouches
+        // for in a DoViewChange, and whether it holds the checkpoint's state.
+        let check = |journal_corrupt: bool, expected: (u64, bool)| {
+            let mut storage = MemoryStorage {
+                records: storage.records.clone(),
+            };
+            let superblock = SuperBlock::read_quorum(&mut storage).unwrap();
+            let area = superblock.checkpoint.snapshot_area;
+            flip_byte(&mut storage, Location::Snapshot { area }, 12);
+            if journal_corrupt {
+                flip_byte(&mut storage, Location::JournalPrepare { slot: 2 }, 40);
+            }
+            let mut replica =
+                Replica::open(config.clone(), storage, Echo::default(), now(6), 2).unwrap();
+            let vouched = replica.do_view_change_record().checkpoint_op;
+            assert_eq!(
+                (vouched, replica.checkpoint_servable()),
+                expected,
+                "journal corrupt: {journal_corrupt}"
+            );
+            if expected.1 {
+                assert_eq!(replica.state_machine().log, log);
+            }
+        };
+        // Rebuilt from the root and ops 1..=4 of the journal.
+        check(false, (4, true));
+        // Op 2 is gone too: no state, so no checkpoint to lead from.
+        check(true, (0, false));
+    }
+
+    #[test]
+    fn request_start_view_asks_a_started_view() {
+        // Backup 1 of view 0 hears a ping from replica 2, then learns it is behind.
+        let check = |ping: Option<(u64, bool)>, expected: (u8, u64)| {
+            let config = small_config(3, 1);
+            let mut storage = MemoryStorage::default();
+            Replica::<MemoryStorage, Echo>::format(&config, &mut storage).unwrap();
+            let mut replica = Replica::open(config, storage, Echo::default(), now(0), 1).unwrap();
+            if let Some((view, normal)) = ping {
+                let ping = Message::Ping {
+                    replica: 2,
+                    view,
+                    normal,
+                    ping_monotonic_ns: 0,
+                };
+                replica.on_message(now(1), ping);
+            }
+            let commit = Message::Commit {
+                view: 0,
+                commit_max: 3,
+                checkpoint_op: 0,
+                op: 3,
+                replica: 0,
+            };
+            let asked: Vec<(u8, u64)> = replica
+                .on_message(now(2), commit)
+                .into_iter()
+                .filter_map(|action| match action {
+                    Action::SendToReplica {
+                        replica,
+                        message: Message::RequestStartView { view, .. },
+                    } => Some((replica, view)),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(asked, vec![expected], "after ping {ping:?}");
+        };
+        check(None, (0, 0));
+        // Replica 2 voted itself into view 2 (view change): nobody may ever lead view 2, so
+        // ask our own view's primary.
+        check(Some((2, false)), (0, 0));
+        // Replica 2 is in normal status in view 2: view 2 started, its primary has the log.
+        check(Some((2, true)), (2, 2));
     }
 
     #[test]

@@ -25,7 +25,9 @@
 //!   pair tells a torn write (never acknowledged: header still names the older op) from a
 //!   corrupt acknowledged prepare (header names it: repair, never nack).
 //! - `Snapshot { area }`: two areas alternate, so the snapshot the durable superblock points at
-//!   is never the one being overwritten.
+//!   is never the one being overwritten. The superblock also names the previous checkpoint, in
+//!   the other area: when the current snapshot rots, the replica rebuilds it from the previous
+//!   one and the journal's ops between the two (checked against the current checksum).
 
 use crate::checksum::checksum;
 use crate::codec::{DecodeError, Reader, Writer};
@@ -77,6 +79,10 @@ pub struct SuperBlock {
     pub log_view: u64,
     pub commit_max: u64,
     pub checkpoint: CheckpointState,
+    /// The checkpoint before `checkpoint` (equal to it when there was none), whose snapshot is
+    /// in the other area unless a crash tore the write of `checkpoint`'s: a fallback, read only
+    /// after its checksum matches.
+    pub checkpoint_previous: CheckpointState,
     /// Ops at or below this may have been acknowledged by an earlier incarnation whose disk was
     /// lost: never nack them.
     pub op_uncertain_max: u64,
@@ -88,17 +94,50 @@ pub struct SuperBlock {
 }
 
 const superblock_magic: u32 = 0x4b53_4250; // "KSBP"
-const superblock_version: u8 = 1;
+/// Version 2 added `checkpoint_previous`; version 1 superblocks still open (as if the
+/// previous checkpoint were the current one: no fallback until the next checkpoint).
+const superblock_version: u8 = 2;
+const superblock_version_min: u8 = 1;
+
+impl CheckpointState {
+    fn encode(&self, writer: &mut Writer) {
+        writer.u64(self.op);
+        self.header.encode(writer);
+        writer.u128(self.snapshot_checksum);
+        writer.u64(self.snapshot_bytes);
+        writer.u8(self.snapshot_area);
+    }
+
+    fn decode(reader: &mut Reader<'_>) -> Result<CheckpointState, DecodeError> {
+        let checkpoint = CheckpointState {
+            op: reader.u64()?,
+            header: Header::decode(reader)?,
+            snapshot_checksum: reader.u128()?,
+            snapshot_bytes: reader.u64()?,
+            snapshot_area: reader.u8()?,
+        };
+        if checkpoint.header.op != checkpoint.op || checkpoint.snapshot_area > 1 {
+            return Err(DecodeError("inconsistent checkpoint"));
+        }
+        Ok(checkpoint)
+    }
+}
 
 impl SuperBlock {
     pub(crate) fn encode(&self) -> Vec<u8> {
+        self.encode_version(superblock_version)
+    }
+
+    fn encode_version(&self, version: u8) -> Vec<u8> {
+        assert!((superblock_version_min..=superblock_version).contains(&version));
         assert!(!self.view_headers.is_empty());
         assert!(self.view_headers.len() as u64 <= pipeline_prepares_max + 2);
         assert!(self.log_view <= self.view);
         assert!(self.checkpoint.op <= self.commit_max.max(self.checkpoint.op));
+        assert!(self.checkpoint_previous.op <= self.checkpoint.op);
         let mut writer = Writer::default();
         writer.u32(superblock_magic);
-        writer.u8(superblock_version);
+        writer.u8(version);
         writer.u128(self.cluster);
         writer.u8(self.replica);
         writer.u8(self.replica_count);
@@ -107,11 +146,10 @@ impl SuperBlock {
         writer.u64(self.view);
         writer.u64(self.log_view);
         writer.u64(self.commit_max);
-        writer.u64(self.checkpoint.op);
-        self.checkpoint.header.encode(&mut writer);
-        writer.u128(self.checkpoint.snapshot_checksum);
-        writer.u64(self.checkpoint.snapshot_bytes);
-        writer.u8(self.checkpoint.snapshot_area);
+        self.checkpoint.encode(&mut writer);
+        if version >= 2 {
+            self.checkpoint_previous.encode(&mut writer);
+        }
         writer.u64(self.op_uncertain_max);
         writer.u64(self.view_head_op);
         writer.u32(self.view_headers.len() as u32);
@@ -138,8 +176,12 @@ impl SuperBlock {
             return Err(DecodeError("superblock checksum"));
         }
         let mut reader = Reader::new(body);
-        if reader.u32()? != superblock_magic || reader.u8()? != superblock_version {
-            return Err(DecodeError("superblock magic or version"));
+        if reader.u32()? != superblock_magic {
+            return Err(DecodeError("superblock magic"));
+        }
+        let version = reader.u8()?;
+        if !(superblock_version_min..=superblock_version).contains(&version) {
+            return Err(DecodeError("superblock version"));
         }
         let cluster = reader.u128()?;
         let replica = reader.u8()?;
@@ -149,12 +191,11 @@ impl SuperBlock {
         let view = reader.u64()?;
         let log_view = reader.u64()?;
         let commit_max = reader.u64()?;
-        let checkpoint = CheckpointState {
-            op: reader.u64()?,
-            header: Header::decode(&mut reader)?,
-            snapshot_checksum: reader.u128()?,
-            snapshot_bytes: reader.u64()?,
-            snapshot_area: reader.u8()?,
+        let checkpoint = CheckpointState::decode(&mut reader)?;
+        let checkpoint_previous = if version == 1 {
+            checkpoint
+        } else {
+            CheckpointState::decode(&mut reader)?
         };
         let op_uncertain_max = reader.u64()?;
         let view_head_op = reader.u64()?;
@@ -168,7 +209,7 @@ impl SuperBlock {
             });
         }
         reader.finish()?;
-        if view_headers.is_empty() || checkpoint.header.op != checkpoint.op {
+        if view_headers.is_empty() || checkpoint_previous.op > checkpoint.op {
             return Err(DecodeError("inconsistent superblock"));
         }
         Ok(SuperBlock {
@@ -181,6 +222,7 @@ impl SuperBlock {
             log_view,
             commit_max,
             checkpoint,
+            checkpoint_previous,
             op_uncertain_max,
             view_head_op,
             view_headers,
@@ -211,5 +253,53 @@ impl SuperBlock {
         for copy in 0..superblock_copies {
             storage.write(Location::Superblock { copy: copy as u8 }, &bytes);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn superblock_round_trips_and_reads_version_1() {
+        let root = Header::root(7);
+        let checkpoint = CheckpointState {
+            op: 0,
+            header: root,
+            snapshot_checksum: 11,
+            snapshot_bytes: 12,
+            snapshot_area: 1,
+        };
+        let superblock = SuperBlock {
+            cluster: 7,
+            replica: 1,
+            replica_count: 3,
+            config_checksum: 5,
+            sequence: 9,
+            view: 4,
+            log_view: 3,
+            commit_max: 0,
+            checkpoint,
+            checkpoint_previous: CheckpointState {
+                snapshot_area: 0,
+                ..checkpoint
+            },
+            op_uncertain_max: 0,
+            view_head_op: 0,
+            view_headers: vec![Some(root)],
+        };
+        assert_eq!(
+            SuperBlock::decode(&superblock.encode()),
+            Ok(superblock.clone())
+        );
+        // Version 1 had no previous checkpoint: it reads as the current one.
+        let version_1 = SuperBlock {
+            checkpoint_previous: checkpoint,
+            ..superblock
+        };
+        assert_eq!(
+            SuperBlock::decode(&version_1.encode_version(1)),
+            Ok(version_1)
+        );
     }
 }

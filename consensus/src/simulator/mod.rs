@@ -13,13 +13,18 @@
 //! whole disk (clusters of 3+); clock drift and jumps on a minority of clocks.
 //!
 //! Checked after every step: one checksum per committed op across replicas, each committed op
-//! chained to its parent with increasing timestamps close to true time; each (client, request)
+//! chained to its parent with increasing timestamps close to true time; a primary's log holding
+//! every op acknowledged to a client (durability); each (client, request)
 //! executed at most once, and identically everywhere; every reply a client accepts matches the
 //! model at that op and respects real-time order (linearizability of the client history, with the
 //! commit order as witness); checkpoints byte-identical across replicas; views, log views and
 //! checkpoints never regress across restarts. Then a liveness phase heals a quorum ("core") and
 //! requires it to converge within a bound; if the core provably lacks data to converge (its
-//! members lost or corrupted the only copies), the whole cluster is healed and must converge.
+//! members lost or corrupted the only copies: ops, or the only intact snapshot of a checkpoint),
+//! the whole cluster is healed and must converge.
+//!
+//! The checkers are checked too: with the test-only `vopr-bugs` feature, [`RunOptions`] can make
+//! every replica run a deliberate protocol bug, which `tests/vopr_bugs.rs` shows gets caught.
 
 pub mod model;
 pub mod network;
@@ -32,7 +37,9 @@ use crate::client::{Client, ClientEvent};
 use crate::clock::Instant;
 use crate::constants::{self, replicas_max, tick_ns};
 use crate::message::{Header, Message};
-use crate::replica::{Action, Config, KnownBug, OpenError, Replica, Status};
+#[cfg(feature = "vopr-bugs")]
+use crate::replica::KnownBug;
+use crate::replica::{Action, Config, OpenError, Replica, Status};
 use crate::simulator::model::{Command, Model};
 use crate::simulator::network::{Network, NetworkOptions, Node};
 use crate::simulator::prng::Prng;
@@ -50,10 +57,25 @@ const clock_jump_max_ns: u64 = 600_000_000_000;
 #[derive(Debug, Clone)]
 pub struct RunOptions {
     pub seed: u64,
+    /// Ticks of the safety phase.
     pub ticks: u64,
-    pub known_bug: Option<KnownBug>,
     /// Print replica states every this many ticks (0: never), for debugging a seed.
     pub log_every_ticks: u64,
+    /// A deliberate protocol bug every replica runs with (test builds only).
+    #[cfg(feature = "vopr-bugs")]
+    pub known_bug: Option<KnownBug>,
+}
+
+impl RunOptions {
+    pub fn new(seed: u64, ticks: u64) -> RunOptions {
+        RunOptions {
+            seed,
+            ticks,
+            log_every_ticks: 0,
+            #[cfg(feature = "vopr-bugs")]
+            known_bug: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -66,6 +88,8 @@ pub struct Outcome {
     pub commits: u64,
     pub replies: u64,
     pub failure: Option<String>,
+    /// Why the liveness core was excused from converging (the whole cluster then had to).
+    pub liveness_excused: Option<String>,
     pub summary: String,
     pub stats: Stats,
 }
@@ -186,7 +210,7 @@ impl Stats {
     }
 }
 
-fn swarm(prng: &mut Prng, known_bug: Option<KnownBug>) -> Swarm {
+fn swarm(prng: &mut Prng, options: &RunOptions) -> Swarm {
     let replica_count = prng.range(1, replicas_max as u64) as u8;
     let pipeline = prng.range(1, 4);
     let checkpoint_interval = [4u64, 8, 16][prng.below(3) as usize];
@@ -197,7 +221,12 @@ fn swarm(prng: &mut Prng, known_bug: Option<KnownBug>) -> Swarm {
     config.checkpoint_interval_ops = checkpoint_interval;
     config.pipeline_prepares_max = pipeline;
     config.clients_max = clients_max;
-    config.known_bug = known_bug;
+    #[cfg(feature = "vopr-bugs")]
+    {
+        config.known_bug = options.known_bug;
+    }
+    #[cfg(not(feature = "vopr-bugs"))]
+    let _ = options;
     config.validate().expect("swarm config is valid");
     let quorum = replica_count as usize / 2 + 1;
     let faulty_count = if replica_count == 1 {
@@ -244,9 +273,10 @@ fn swarm(prng: &mut Prng, known_bug: Option<KnownBug>) -> Swarm {
 }
 
 impl Cluster {
-    fn new(seed: u64, known_bug: Option<KnownBug>) -> Cluster {
+    fn new(options: &RunOptions) -> Cluster {
+        let seed = options.seed;
         let mut prng = Prng::new(seed);
-        let swarm = swarm(&mut prng, known_bug);
+        let swarm = swarm(&mut prng, options);
         let network = Network::new(swarm.network.clone(), prng.fork());
         let mut replicas = Vec::new();
         for index in 0..swarm.replica_count {
@@ -562,6 +592,8 @@ impl Cluster {
             return;
         };
         let executed = std::mem::take(&mut replica_state_machine_mut(replica).executed);
+        let leads = replica.status() == Status::Normal && replica.is_primary();
+        let head = replica.op();
         let (view, log_view, checkpoint_op, snapshot) = (
             replica.view(),
             replica.log_view(),
@@ -570,6 +602,9 @@ impl Cluster {
         );
         for entry in executed {
             self.check_executed(index, entry.op, entry.client, entry.request, entry.reply);
+        }
+        if leads {
+            self.check_durable(index, view, head);
         }
         let sim = &mut self.replicas[index as usize];
         if view > sim.last_view && sim.last_view > 0 {
@@ -594,6 +629,22 @@ impl Cluster {
                     self.checkpoints.insert(checkpoint_op, snapshot);
                 }
             }
+        }
+    }
+
+    /// A primary leading `view` (in normal status) holds every op acknowledged to a client
+    /// and committed in `view` or before: a log that ends below one lost it. (An op replaced by
+    /// another is caught by the agreement check; this catches one that is simply gone.)
+    fn check_durable(&mut self, index: u8, view: u64, head: u64) {
+        let acknowledged = self.op_acked_max;
+        if let Some(header) = self.committed.get(&acknowledged)
+            && header.view <= view
+            && head < acknowledged
+        {
+            self.fail(format!(
+                "durability: primary {index} leads view {view} with a log ending at op {head}, \
+                 below op {acknowledged} acknowledged to a client"
+            ));
         }
     }
 
@@ -1035,7 +1086,16 @@ impl Cluster {
     }
 
     /// Why the core cannot be expected to converge, if it provably lacks what it needs.
-    fn core_unrecoverable(&self, core: &[u8]) -> Option<String> {
+    fn core_unrecoverable(&mut self, core: &[u8]) -> Option<String> {
+        // Only a checkpoint whose snapshot is intact somewhere in the core can be transferred.
+        let mut checkpoint_high = 0;
+        for &index in core {
+            if let Some(replica) = self.replicas[index as usize].replica.as_mut()
+                && replica.checkpoint_servable()
+            {
+                checkpoint_high = checkpoint_high.max(replica.checkpoint_op());
+            }
+        }
         let up: Vec<&Replica<SimStorage, Model>> = core
             .iter()
             .filter_map(|&i| self.replicas[i as usize].replica.as_ref())
@@ -1048,7 +1108,6 @@ impl Cluster {
         }
         let commit_low = up.iter().map(|r| r.commit_min()).min().unwrap_or(0);
         let op_high = up.iter().map(|r| r.op()).max().unwrap_or(0);
-        let checkpoint_high = up.iter().map(|r| r.checkpoint_op()).max().unwrap_or(0);
         for op in commit_low + 1..=op_high {
             if op <= checkpoint_high {
                 continue; // A state transfer covers it.
@@ -1121,7 +1180,7 @@ impl Cluster {
 
 /// Run one seed: a safety phase of `ticks`, then the liveness phase.
 pub fn run(options: &RunOptions) -> Outcome {
-    let mut cluster = Cluster::new(options.seed, options.known_bug);
+    let mut cluster = Cluster::new(options);
     cluster.log_every_ticks = options.log_every_ticks;
     for _ in 0..options.ticks {
         cluster.tick_once();
@@ -1184,6 +1243,7 @@ pub fn run(options: &RunOptions) -> Outcome {
         commits: cluster.committed.len() as u64,
         replies: cluster.replies,
         failure: cluster.failure,
+        liveness_excused: cluster.liveness_excused,
         summary,
         stats: cluster.stats,
     }
@@ -1224,6 +1284,7 @@ pub fn run_catching(options: &RunOptions) -> Outcome {
                 commits: 0,
                 replies: 0,
                 failure: Some(format!("panic: {message}")),
+                liveness_excused: None,
                 summary: String::new(),
                 stats: Stats::default(),
             }
