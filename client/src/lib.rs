@@ -564,7 +564,11 @@ impl Client {
 
     /// The head trusted for `tenant`, if any.
     pub fn trusted_head(&self, tenant: &str) -> Option<proof::TrustedHead> {
-        self.trusted.lock().expect("trust lock").get(tenant).cloned()
+        self.trusted
+            .lock()
+            .expect("trust lock")
+            .get(tenant)
+            .cloned()
     }
 
     /// Trusts `head` for `tenant` (e.g. one saved by an earlier run): later proofs must
