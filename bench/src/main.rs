@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use std::time::{Duration, Instant};
 
 mod append;
+mod cluster;
 mod limit;
 mod peers;
 mod postgres;
@@ -51,6 +52,8 @@ enum Suite {
     Projection,
     /// The VSR replica driver, 3 replicas vs 1, next to a 3-member etcd cluster.
     Replicated,
+    /// The `kimberlite` binary: a single node vs a cluster of 3 replica processes.
+    Cluster,
     /// Every suite whose prerequisites are present.
     All,
 }
@@ -169,6 +172,7 @@ fn main() -> anyhow::Result<()> {
             Suite::Verify,
             Suite::Projection,
             Suite::Replicated,
+            Suite::Cluster,
         ],
         ref one => std::slice::from_ref(one),
     };
@@ -195,6 +199,7 @@ fn main() -> anyhow::Result<()> {
             }
             Suite::Projection => projection::run(&settings),
             Suite::Replicated => replicated::run(&settings),
+            Suite::Cluster => cluster::run(&settings),
         };
         match result {
             Ok(()) => eprintln!(

@@ -53,22 +53,34 @@ pub async fn run(connection: &Connection, command: ClusterCommand) -> anyhow::Re
     }
 }
 
-async fn print_status(config: &ClientConfig, token: Option<String>) -> anyhow::Result<()> {
-    println!(
-        "{:>7}  {:<24}  {:<12}  {:>6}  {:>7}  {:>10}  {:>10}",
-        "replica", "address", "status", "view", "primary", "op", "committed"
-    );
-    for (index, endpoint) in config.endpoints().iter().enumerate() {
+/// Each replica's own answer about where it stands, in the config's order.
+async fn replica_statuses(
+    config: &ClientConfig,
+    token: Option<String>,
+) -> Vec<anyhow::Result<kimberlite_client::ReplicaStatus>> {
+    let mut statuses = Vec::new();
+    for endpoint in config.endpoints() {
         let single = ClientConfig {
             address: endpoint.address.clone(),
             certificate_sha256: endpoint.certificate_sha256.clone(),
             replicas: Vec::new(),
             ..config.clone()
         };
-        let status = match Client::connect(&single, token.clone()).await {
+        statuses.push(match Client::connect(&single, token.clone()).await {
             Ok(client) => client.replica_status().await.map_err(anyhow::Error::from),
             Err(error) => Err(error.into()),
-        };
+        });
+    }
+    statuses
+}
+
+async fn print_status(config: &ClientConfig, token: Option<String>) -> anyhow::Result<()> {
+    println!(
+        "{:>7}  {:<24}  {:<12}  {:>6}  {:>7}  {:>10}  {:>10}",
+        "replica", "address", "status", "view", "primary", "op", "committed"
+    );
+    let statuses = replica_statuses(config, token).await;
+    for (index, (endpoint, status)) in config.endpoints().iter().zip(statuses).enumerate() {
         match status {
             Ok(status) => println!(
                 "{:>7}  {:<24}  {:<12}  {:>6}  {:>7}  {:>10}  {:>10}",
@@ -160,9 +172,17 @@ async fn wait_until_serving(
                 bail!("replica {replica} exited ({status}) while starting: see its replica.log");
             }
         }
+        // Serving: the primary answers, and every replica has applied the admin token (so
+        // it answers too).
         match Client::connect(config, None).await {
             Ok(client) => match client.list_tenants().await {
-                Ok(_) => return Ok(()),
+                Ok(_) => {
+                    let statuses = replica_statuses(config, None).await;
+                    match statuses.into_iter().find_map(Result::err) {
+                        None => return Ok(()),
+                        Some(error) => last_error = format!("{error:#}"),
+                    }
+                }
                 Err(error) => last_error = error.to_string(),
             },
             Err(error) => last_error = error.to_string(),
