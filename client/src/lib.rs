@@ -87,6 +87,8 @@ pub struct SqlOptions {
     pub purpose: Option<String>,
     /// Read-your-writes on views: wait until they applied the log through this position.
     pub after: Option<u64>,
+    /// Break-glass reason for a read (see `Request::Sql`): recorded in the access trail.
+    pub emergency: Option<String>,
 }
 
 /// What a write did.
@@ -382,6 +384,7 @@ impl Client {
             as_of: options.as_of,
             purpose: options.purpose.clone(),
             after: options.after,
+            emergency: options.emergency.clone(),
         };
         match self.request(request).await? {
             Response::Rows(rows) => Ok(SqlOutcome::Rows(rows)),

@@ -114,6 +114,13 @@ pub enum Request {
         /// the log up to this position (inclusive) before answering.
         #[serde(default)]
         after: Option<u64>,
+        /// Break-glass: why this read needs more than the token's grants allow. A SELECT
+        /// with a reason bypasses table grants and row filters (never the tenant boundary)
+        /// for this request only, and is written to the access trail (`kimberlite.access`)
+        /// before it is answered. Only for tokens that may break the glass (role `admin`,
+        /// or attribute `break_glass=true`).
+        #[serde(default)]
+        emergency: Option<String>,
     },
     /// Deploys a projection or a masking policy (admin). A projection's first version
     /// serves at once; a new version builds in the background and replaces the active
@@ -359,10 +366,15 @@ pub struct LogRecord {
     pub reason: String,
     pub client_id: ClientId,
     pub request_number: u64,
+    /// Empty when `redacted`.
     #[serde(with = "serde_bytes")]
     pub payload: Vec<u8>,
     #[serde(with = "serde_bytes")]
     pub hash: Vec<u8>,
+    /// The payload was withheld: the token may read the audit trail but holds no grant on
+    /// the record's table (nor on `kimberlite.log`). The hash still proves the record.
+    #[serde(default)]
+    pub redacted: bool,
 }
 
 /// A typed error: the code for programs, the message for people.
@@ -554,6 +566,7 @@ mod tests {
             as_of: Some(AsOf::TimestampNs(1_700_000_000_000_000_000)),
             purpose: Some("treatment".into()),
             after: Some(42),
+            emergency: Some("patient unconscious in ER".into()),
         });
         check_round_trip(Request::ModuleDeploy {
             tenant: "clinic".into(),
@@ -602,6 +615,7 @@ mod tests {
                     request_number: 3,
                     payload: b"{}".to_vec(),
                     hash: vec![7; 32],
+                    redacted: false,
                 }],
                 end: 2,
             }),

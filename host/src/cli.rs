@@ -111,6 +111,11 @@ pub enum Command {
         /// Read-your-writes on views: wait until they have applied this log position.
         #[arg(long)]
         after: Option<u64>,
+        /// Break-glass: why this read needs more than your grants allow. Bypasses table
+        /// grants and row filters for this query only, and is recorded in
+        /// kimberlite.access first (tokens with role admin or attribute break_glass=true).
+        #[arg(long, value_name = "REASON")]
+        emergency: Option<String>,
         statement: String,
     },
     /// Tenant projections (Wasm): log → queryable views.
@@ -362,6 +367,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             params,
             purpose,
             after,
+            emergency,
             statement,
         } => {
             let client = connection.connect().await?;
@@ -376,6 +382,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 as_of,
                 purpose,
                 after,
+                emergency,
             };
             let outcome = client
                 .sql_with(&tenant, &statement, &params, &options)
@@ -608,7 +615,9 @@ pub fn describe_record(record: &kimberlite_client::LogRecord, payloads: bool) ->
     } else {
         format!(" reason={:?}", record.reason)
     };
-    let payload = if payloads {
+    let payload = if record.redacted {
+        " (payload withheld: no grant on this table)".to_string()
+    } else if payloads {
         format!(" {}", String::from_utf8_lossy(&record.payload))
     } else {
         format!(" ({} bytes)", record.payload.len())

@@ -26,8 +26,9 @@ use kimberlite_client::protocol::{
     ErrorCode, LogRecord, ModuleKind, Request, RequestFrame, Response, ResultSet, TenantInfo,
     WireError, WireEvent,
 };
+use kimberlite_kernel::access::{LOG_GRANT_NAME, Privilege};
 use kimberlite_kernel::catalog::{Action, Catalog, Token};
-use kimberlite_kernel::sql::{self, Statement};
+use kimberlite_kernel::sql::{self, Requirement, Statement};
 use kimberlite_kernel::{
     AppendEvent, Command, CommandBody, Kernel, KernelError, Outcome, SYSTEM_TENANT, TenantId,
 };
@@ -686,15 +687,17 @@ impl Node {
                 as_of,
                 purpose,
                 after,
+                emergency,
             } => {
                 let tenant_id = resolve_tenant(&catalog, &token, &tenant)?;
                 let statement = sql::parse(&sql).map_err(|error| WireError {
                     code: ErrorCode::BadSql,
                     message: error.to_string(),
                 })?;
-                for action in statement.actions() {
-                    require(&token, tenant_id, action, describe_action(action))?;
+                if let Some(why) = &emergency {
+                    check_emergency(&token, &statement, why)?;
                 }
+                authorize(&catalog, &token, tenant_id, &statement, emergency.is_some())?;
                 let params: Vec<_> = params.into_iter().map(convert::from_wire).collect();
                 match statement {
                     Statement::Select(select) => {
@@ -704,20 +707,51 @@ impl Node {
                         if let Some(after) = after {
                             self.wait_for_views(tenant_id, after).await?;
                         }
+                        // The catalog again: the views (and grants) may have moved while we
+                        // waited; the query runs under this one, so it is checked again.
+                        let catalog = self.catalog();
+                        let statement = Statement::Select(select);
+                        authorize(&catalog, &token, tenant_id, &statement, emergency.is_some())?;
+                        let Statement::Select(select) = statement else {
+                            unreachable!("wrapped above")
+                        };
+                        if let Some(why) = &emergency {
+                            // Break-glass: recorded before the query runs, so even a read that
+                            // then fails is in the trail, and nothing is answered unrecorded.
+                            let (tables, policies) = emergency_scope(&catalog, tenant_id, &select);
+                            let command = self.command(
+                                tenant_id,
+                                client.0,
+                                client.1,
+                                &token.name,
+                                why,
+                                CommandBody::RecordAccess {
+                                    tables,
+                                    policies,
+                                    purpose: purpose.clone(),
+                                    row_filters: Vec::new(),
+                                    emergency: Some(why.clone()),
+                                },
+                            );
+                            self.write(vec![command]).await?;
+                        }
                         let caller = kimberlite_projections::wasm::Caller {
                             principal: token.name.clone(),
                             roles: token.roles.clone(),
                             attributes: token.attributes.clone(),
                             purpose: purpose.clone(),
                         };
-                        // The catalog again: the views may have moved while we waited.
-                        let catalog = self.catalog();
-                        let (response, masked) = self
-                            .query(tenant_id, catalog, select, params, as_of, caller)
+                        let read_as = ReadAs {
+                            caller,
+                            row_filtered: emergency.is_none(),
+                        };
+                        let (response, audited) = self
+                            .query(tenant_id, catalog, select, params, as_of, read_as)
                             .await?;
-                        if let Some((tables, policies)) = masked {
-                            // A covered read is answered only once its access record is
-                            // durable: an unaudited read of protected data is not served.
+                        if let Some(audited) = audited.filter(|_| emergency.is_none()) {
+                            // A masked or row-filtered read is answered only once its access
+                            // record is durable: an unaudited read of protected data is not
+                            // served.
                             let why = purpose.clone().unwrap_or_default();
                             let command = self.command(
                                 tenant_id,
@@ -726,9 +760,11 @@ impl Node {
                                 &token.name,
                                 &why,
                                 CommandBody::RecordAccess {
-                                    tables,
-                                    policies,
+                                    tables: audited.tables,
+                                    policies: audited.policies,
                                     purpose,
+                                    row_filters: audited.row_filters,
+                                    emergency: None,
                                 },
                             );
                             self.write(vec![command]).await?;
@@ -866,7 +902,10 @@ impl Node {
                         code: ErrorCode::Internal,
                         message: format!("cannot read the log of tenant `{tenant}`: {error}"),
                     })?;
-                    let records = records.into_iter().map(wire_record).collect();
+                    let records = records
+                        .into_iter()
+                        .map(|record| redact(&catalog, &token, tenant_id, wire_record(record)))
+                        .collect();
                     Ok(Response::Log { records, end })
                 })
                 .await
@@ -882,7 +921,14 @@ impl Node {
                 let reader = self.reader(tenant_id)?;
                 let public_key = self.shared.node_public_key;
                 tokio::task::spawn_blocking(move || {
-                    prove(&reader, public_key, position, trusted_size)
+                    let mut proof = prove(&reader, public_key, position, trusted_size)?;
+                    if let Response::Proof(bundle) = &mut proof {
+                        bundle.record = bundle
+                            .record
+                            .take()
+                            .map(|record| redact(&catalog, &token, tenant_id, record));
+                    }
+                    Ok(proof)
                 })
                 .await
                 .map_err(|error| internal(format!("proof task failed: {error}")))?
@@ -907,9 +953,15 @@ impl Node {
         select: sql::Select,
         params: Vec<kimberlite_kernel::Value>,
         as_of: Option<kimberlite_client::AsOf>,
-        caller: kimberlite_projections::wasm::Caller,
-    ) -> Result<(Response, Option<MaskedRead>), WireError> {
+        read_as: ReadAs,
+    ) -> Result<(Response, Option<AuditedRead>), WireError> {
         let reader = self.reader(tenant)?;
+        let ReadAs {
+            caller,
+            row_filtered,
+        } = read_as;
+        // Row filters read the caller's roles, attributes and purpose (unless broken glass).
+        let filter_caller = row_filtered.then(|| caller.clone());
         let shared = self.shared.clone();
         let has_policies = catalog
             .tenant(tenant)
@@ -941,6 +993,14 @@ impl Node {
                 params: &params,
                 as_of,
                 masker: masker.as_ref().map(|masker| masker as &dyn query::Masker),
+                reader: match &filter_caller {
+                    Some(caller) => query::Reader::Caller {
+                        roles: &caller.roles,
+                        attributes: &caller.attributes,
+                        purpose: caller.purpose.as_deref(),
+                    },
+                    None => query::Reader::Unfiltered,
+                },
             };
             let result = query::execute(&select, &context).map_err(|error| WireError {
                 code: query_error_code(&error),
@@ -957,7 +1017,21 @@ impl Node {
                 .collect();
             policies.sort();
             policies.dedup();
-            let masked = (!used.is_empty()).then(|| (tables, policies.clone()));
+            // Row filters restrict a table's rows: the read is audited like a masked one.
+            for filter in &result.row_filters {
+                let table = filter
+                    .rsplit_once('.')
+                    .map_or(filter.as_str(), |(table, _)| table);
+                if !tables.iter().any(|known| known == table) {
+                    tables.push(table.to_string());
+                }
+            }
+            let audited =
+                (!used.is_empty() || !result.row_filters.is_empty()).then(|| AuditedRead {
+                    tables,
+                    policies: policies.clone(),
+                    row_filters: result.row_filters.clone(),
+                });
             let response = Response::Rows(ResultSet {
                 columns: result
                     .columns
@@ -972,7 +1046,7 @@ impl Node {
                 as_of: result.as_of,
                 masked_by: policies,
             });
-            Ok((response, masked))
+            Ok((response, audited))
         })
         .await
         .map_err(|error| internal(format!("query task failed: {error}")))?
@@ -1176,6 +1250,7 @@ fn wire_record(record: kimberlite_log::Record) -> LogRecord {
         request_number: record.header.meta.request,
         payload: record.payload,
         hash: record.header.hash.to_vec(),
+        redacted: false,
     }
 }
 
@@ -1276,8 +1351,22 @@ impl crate::replicated::CommitObserver for Publisher {
     }
 }
 
-/// The tables and `policy@version`s of a read that masking policies covered.
-type MaskedRead = (Vec<String>, Vec<String>);
+/// Who reads: the caller masking policies see, and whether row filters apply (not to a
+/// break-glass read).
+struct ReadAs {
+    caller: kimberlite_projections::wasm::Caller,
+    row_filtered: bool,
+}
+
+/// What the access trail says about a read that masking policies covered or row filters
+/// restricted.
+struct AuditedRead {
+    tables: Vec<String>,
+    /// `policy@version` of each masking policy used.
+    policies: Vec<String>,
+    /// `table.filter` of each row filter that applied.
+    row_filters: Vec<String>,
+}
 
 /// A new token secret and the hash the catalog keeps.
 pub(crate) fn new_token() -> (String, [u8; 32]) {
@@ -1327,11 +1416,154 @@ fn require(token: &Token, tenant: TenantId, action: Action, what: &str) -> Resul
     }
 }
 
+/// Checks every requirement of `statement` (see `Statement::requirements`) for `token` in
+/// `tenant`. `emergency`: a break-glass read, which needs no SELECT privilege (the caller
+/// checked that it may break the glass and the statement is a SELECT).
+fn authorize(
+    catalog: &Catalog,
+    token: &Token,
+    tenant: TenantId,
+    statement: &Statement,
+    emergency: bool,
+) -> Result<(), WireError> {
+    for requirement in statement.requirements() {
+        match requirement {
+            Requirement::Action(action) => {
+                require(token, tenant, action, describe_action(action))?;
+            }
+            Requirement::Privilege { .. } if emergency => {}
+            Requirement::Privilege { table, privilege } => {
+                if !catalog.may(token, tenant, &table, privilege) {
+                    return Err(WireError {
+                        code: ErrorCode::PermissionDenied,
+                        message: format!(
+                            "principal `{}` (roles: {}) has no {} privilege on `{table}`; an admin grants it with GRANT {} ON {table} TO <role>",
+                            token.name,
+                            describe_roles(token),
+                            privilege.name(),
+                            privilege.name()
+                        ),
+                    });
+                }
+            }
+        }
+    }
+    // Row filters cover reads. An UPDATE or DELETE reaches rows by its WHERE, hidden ones
+    // too, so a role a filter applies to may not run one on that table.
+    let written = match statement {
+        Statement::Update(update) => Some(&update.table),
+        Statement::Delete(delete) => Some(&delete.table),
+        _ => None,
+    };
+    if let Some(table) = written {
+        let filters: Vec<String> = catalog
+            .row_filters_for(tenant, table, &token.roles)
+            .iter()
+            .map(|filter| filter.name.clone())
+            .collect();
+        if !filters.is_empty() {
+            return Err(WireError {
+                code: ErrorCode::PermissionDenied,
+                message: format!(
+                    "row filter{} {} on `{table}` appl{} to principal `{}` (roles: {}): row filters cover reads, so UPDATE and DELETE of `{table}` are refused to a filtered role",
+                    if filters.len() == 1 { "" } else { "s" },
+                    filters.join(", "),
+                    if filters.len() == 1 { "ies" } else { "y" },
+                    token.name,
+                    describe_roles(token)
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// A break-glass request must be a read, by a token that may break the glass, with a reason.
+fn check_emergency(token: &Token, statement: &Statement, why: &str) -> Result<(), WireError> {
+    if !statement.is_query() {
+        return Err(bad_request(
+            "an emergency reason widens reads (SELECT) only; a write needs a grant".into(),
+        ));
+    }
+    if why.trim().is_empty() {
+        return Err(bad_request(
+            "an emergency read needs a reason saying why (it goes into the access trail)".into(),
+        ));
+    }
+    if !token.may_break_glass() {
+        return Err(WireError {
+            code: ErrorCode::PermissionDenied,
+            message: format!(
+                "principal `{}` (roles: {}) may not break the glass: an admin creates such tokens with the attribute {}=true",
+                token.name,
+                describe_roles(token),
+                kimberlite_kernel::access::BREAK_GLASS_ATTRIBUTE
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// The tables a break-glass SELECT names and the `policy@version`s that mask them.
+fn emergency_scope(
+    catalog: &Catalog,
+    tenant: TenantId,
+    select: &sql::Select,
+) -> (Vec<String>, Vec<String>) {
+    let mut tables: Vec<String> = Vec::new();
+    let mut policies: Vec<String> = Vec::new();
+    for item in select.from.iter().filter(|item| !item.table.is_system()) {
+        let name = &item.table.name;
+        if !tables.contains(name) {
+            tables.push(name.clone());
+        }
+        if let Some((policy, version)) = catalog
+            .tenant(tenant)
+            .and_then(|state| state.policy_covering(name))
+        {
+            let used = format!("{}@{}", policy.name, version.version);
+            if !policies.contains(&used) {
+                policies.push(used);
+            }
+        }
+    }
+    policies.sort();
+    (tables, policies)
+}
+
+/// A log record as `token` may see it: an event's payload is withheld unless the token may
+/// read its table unfiltered, or holds SELECT on `kimberlite.log` (admins see everything).
+/// Other records (schema, grants, deploys, access records) carry no table data.
+fn redact(catalog: &Catalog, token: &Token, tenant: TenantId, mut record: LogRecord) -> LogRecord {
+    if record.record_kind != kimberlite_log::RecordKind::Event.name()
+        || catalog.may(token, tenant, LOG_GRANT_NAME, Privilege::Select)
+    {
+        return record;
+    }
+    let visible = catalog.may(token, tenant, &record.stream, Privilege::Select)
+        && catalog
+            .row_filters_for(tenant, &record.stream, &token.roles)
+            .is_empty();
+    if !visible {
+        record.payload = Vec::new();
+        record.redacted = true;
+    }
+    record
+}
+
+fn describe_roles(token: &Token) -> String {
+    if token.roles.is_empty() {
+        "none".to_string()
+    } else {
+        token.roles.join(", ")
+    }
+}
+
 fn describe_action(action: Action) -> &'static str {
     match action {
         Action::ManageTenants => "create tenants",
         Action::ManageTokens => "create tokens",
-        Action::Ddl => "change the schema (requires role admin)",
+        Action::Ddl => "change the schema, grants or row filters (requires role admin)",
         Action::Write => "write (requires role writer or admin)",
         Action::Read => "read tables (requires role reader, writer or admin)",
         Action::Audit => "read the audit trail (requires role auditor or admin)",
@@ -1373,6 +1605,7 @@ fn summarize(written: &Written) -> String {
             format!("{count} row{} affected", if *count == 1 { "" } else { "s" })
         }
         Some(Outcome::Skipped { notice }) => notice.clone(),
+        Some(Outcome::AccessChanged { summary }) => summary.clone(),
         Some(Outcome::ProjectionDeployed { name }) => match written.positions {
             Some((_, version)) => format!(
                 "DEPLOY PROJECTION {name} version {version} (builds from position 0 in the background; see kimberlite.projections)"
@@ -1690,7 +1923,8 @@ impl Writer {
                     | Outcome::ProjectionFaulted { .. }
                     | Outcome::ProjectionRolledBack { .. }
                     | Outcome::PolicyDeployed { .. }
-                    | Outcome::PolicyRolledBack { .. } => {
+                    | Outcome::PolicyRolledBack { .. }
+                    | Outcome::AccessChanged { .. } => {
                         catalog_changed = true;
                     }
                     Outcome::Appended { .. }

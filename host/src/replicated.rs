@@ -300,6 +300,10 @@ enum BodyV1 {
         tables: Vec<String>,
         policies: Vec<String>,
         purpose: Option<String>,
+        #[serde(default)]
+        row_filters: Vec<String>,
+        #[serde(default)]
+        emergency: Option<String>,
     },
 }
 
@@ -396,10 +400,14 @@ pub fn encode_command(command: &Command) -> Vec<u8> {
             tables,
             policies,
             purpose,
+            row_filters,
+            emergency,
         } => BodyV1::RecordAccess {
             tables,
             policies,
             purpose,
+            row_filters,
+            emergency,
         },
     };
     let mirror = CommandV1 {
@@ -507,10 +515,14 @@ pub fn decode_command(
             tables,
             policies,
             purpose,
+            row_filters,
+            emergency,
         } => CommandBody::RecordAccess {
             tables,
             policies,
             purpose,
+            row_filters,
+            emergency,
         },
     };
     Ok(Command {
@@ -579,7 +591,8 @@ pub struct Refusal {
     pub message: String,
 }
 
-/// [`Outcome`], in the reply's format.
+/// [`Outcome`], in the reply's format. New variants go last (`AccessChanged` came with
+/// GRANT/REVOKE/CREATE POLICY: a replica of an older build cannot decode it).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ReplyOutcome {
     TenantCreated { tenant: TenantId, name: String },
@@ -596,6 +609,7 @@ pub enum ReplyOutcome {
     PolicyRolledBack { name: String, to: Position },
     AccessRecorded,
     Skipped { notice: String },
+    AccessChanged { summary: String },
 }
 
 impl ReplyOutcome {
@@ -622,6 +636,7 @@ impl ReplyOutcome {
             ReplyOutcome::PolicyRolledBack { name, to } => Outcome::PolicyRolledBack { name, to },
             ReplyOutcome::AccessRecorded => Outcome::AccessRecorded,
             ReplyOutcome::Skipped { notice } => Outcome::Skipped { notice },
+            ReplyOutcome::AccessChanged { summary } => Outcome::AccessChanged { summary },
         }
     }
 }
@@ -649,6 +664,7 @@ impl From<Outcome> for ReplyOutcome {
             Outcome::PolicyRolledBack { name, to } => ReplyOutcome::PolicyRolledBack { name, to },
             Outcome::AccessRecorded => ReplyOutcome::AccessRecorded,
             Outcome::Skipped { notice } => ReplyOutcome::Skipped { notice },
+            Outcome::AccessChanged { summary } => ReplyOutcome::AccessChanged { summary },
         }
     }
 }

@@ -6,9 +6,11 @@
 //! `[created_at, dropped_at)` positions, so a query `AS OF` a past position resolves
 //! the table as it was then.
 
+use crate::access::{Acl, LOG_GRANT_NAME, Privilege, RowFilter};
 use crate::modules::{Policy, PolicyVersion, Projection, ProjectionVersion};
 use crate::value::{Column, Position, SYSTEM_TENANT, TableId, TenantId, Value};
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 /// The node's view of every tenant, token and table.
@@ -35,6 +37,13 @@ pub struct Tenant {
     /// Deployed masking policies, by name.
     #[serde(default)]
     policies: BTreeMap<String, Policy>,
+    /// Access lists changed by GRANT/REVOKE, by table or view name (a name without one has
+    /// the default list: see `crate::access`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    grants: BTreeMap<String, Acl>,
+    /// Row filters (`CREATE POLICY`), by table or view name, then by filter name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    row_filters: BTreeMap<String, BTreeMap<String, RowFilter>>,
 }
 
 /// One version of a table: created by a `CreateTable` record, possibly ended by a `DropTable`.
@@ -175,9 +184,10 @@ pub enum Action {
     ManageTokens,
     /// CREATE TABLE, DROP TABLE.
     Ddl,
-    /// INSERT, UPDATE, DELETE and appending application events.
+    /// Appending application events. (Table writes are decided by table privileges,
+    /// `Catalog::may`; the built-in roles' default privileges mirror `Write` and `Read`.)
     Write,
-    /// SELECT from the tenant's tables.
+    /// The role-level read right (table reads are decided by `Catalog::may`).
     Read,
     /// Read the log and the system views (`kimberlite.log`, `kimberlite.tables`).
     Audit,
@@ -291,6 +301,35 @@ impl Catalog {
         self.tenants.get(&tenant)?.view(name)
     }
 
+    /// Whether `token` holds `privilege` on the table or view `table` of `tenant` (see
+    /// `crate::access`). A token of another tenant holds nothing; an admin holds everything.
+    pub fn may(&self, token: &Token, tenant: TenantId, table: &str, privilege: Privilege) -> bool {
+        if token.tenant != SYSTEM_TENANT && token.tenant != tenant {
+            return false;
+        }
+        if crate::access::is_admin(&token.roles) {
+            return true;
+        }
+        self.tenants
+            .get(&tenant)
+            .is_some_and(|state| state.acl(table).allows(&token.roles, privilege))
+    }
+
+    /// The row filters of `table` that apply to a caller with `roles` (none for an admin).
+    pub fn row_filters_for(
+        &self,
+        tenant: TenantId,
+        table: &str,
+        roles: &[String],
+    ) -> Vec<&RowFilter> {
+        self.tenants.get(&tenant).map_or_else(Vec::new, |state| {
+            state
+                .row_filters_on(table)
+                .filter(|filter| filter.applies_to(roles))
+                .collect()
+        })
+    }
+
     pub(crate) fn tenant_mut(&mut self, tenant: TenantId) -> Option<&mut Tenant> {
         self.tenants.get_mut(&tenant)
     }
@@ -335,6 +374,8 @@ impl Catalog {
             tables: BTreeMap::new(),
             projections: BTreeMap::new(),
             policies: BTreeMap::new(),
+            grants: BTreeMap::new(),
+            row_filters: BTreeMap::new(),
         };
         self.tenants.insert(id, tenant);
     }
@@ -420,6 +461,78 @@ impl Tenant {
 
     pub(crate) fn insert_policy(&mut self, policy: Policy) {
         self.policies.insert(policy.name.clone(), policy);
+    }
+
+    /// The access list of a table or view name: the stored one, else the default (empty for
+    /// `kimberlite.log`).
+    pub fn acl(&self, name: &str) -> Cow<'_, Acl> {
+        match self.grants.get(name) {
+            Some(acl) => Cow::Borrowed(acl),
+            None if name == LOG_GRANT_NAME => Cow::Owned(Acl::default()),
+            None => Cow::Owned(Acl::table_default()),
+        }
+    }
+
+    /// The access lists changed by GRANT/REVOKE, by name.
+    pub fn grants(&self) -> impl Iterator<Item = (&String, &Acl)> {
+        self.grants.iter()
+    }
+
+    pub(crate) fn grant(&mut self, name: &str, roles: &[String], privileges: &[Privilege]) {
+        let default = self.acl(name).into_owned();
+        self.grants
+            .entry(name.to_string())
+            .or_insert(default)
+            .grant(roles, privileges);
+    }
+
+    pub(crate) fn revoke(&mut self, name: &str, roles: &[String], privileges: &[Privilege]) {
+        let default = self.acl(name).into_owned();
+        self.grants
+            .entry(name.to_string())
+            .or_insert(default)
+            .revoke(roles, privileges);
+    }
+
+    /// Every row filter, by table then name.
+    pub fn row_filters(&self) -> impl Iterator<Item = &RowFilter> {
+        self.row_filters.values().flat_map(BTreeMap::values)
+    }
+
+    /// The row filters of one table or view, by name.
+    pub fn row_filters_on(&self, table: &str) -> impl Iterator<Item = &RowFilter> {
+        self.row_filters
+            .get(table)
+            .into_iter()
+            .flat_map(BTreeMap::values)
+    }
+
+    pub fn row_filter(&self, table: &str, name: &str) -> Option<&RowFilter> {
+        self.row_filters.get(table)?.get(name)
+    }
+
+    pub(crate) fn add_row_filter(&mut self, filter: RowFilter) {
+        let filters = self.row_filters.entry(filter.table.clone()).or_default();
+        assert!(
+            !filters.contains_key(&filter.name),
+            "row filter `{}` exists",
+            filter.qualified_name()
+        );
+        filters.insert(filter.name.clone(), filter);
+    }
+
+    pub(crate) fn drop_row_filter(&mut self, table: &str, name: &str) {
+        let filters = self
+            .row_filters
+            .get_mut(table)
+            .expect("only an existing row filter is dropped");
+        assert!(
+            filters.remove(name).is_some(),
+            "only an existing row filter is dropped"
+        );
+        if filters.is_empty() {
+            self.row_filters.remove(table);
+        }
     }
 
     /// The view `name` that queries read now: a table of a projection's active version.

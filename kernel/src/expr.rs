@@ -78,6 +78,8 @@ pub enum ExprError {
     InvalidAsOf(String),
     #[error("{0} is not supported yet")]
     Unsupported(String),
+    #[error("{function}() is only available in a row filter (CREATE POLICY … USING (…))")]
+    SessionOnly { function: String },
 }
 
 /// A compiled expression. Columns are indices into the row it is evaluated over.
@@ -532,7 +534,52 @@ fn children(expr: &ast::Expr) -> Vec<&ast::Expr> {
 
 /// Compiles `expr` against `scope`, inlining `params` (`$1` is `params[0]`).
 pub fn compile(expr: &ast::Expr, scope: &dyn Scope, params: &[Value]) -> Result<Typed, ExprError> {
-    Compiler { scope, params }.compile(expr)
+    Compiler {
+        scope,
+        params,
+        session: None,
+    }
+    .compile(expr)
+}
+
+/// The caller a row filter is compiled for: what `current_attribute('key')` and
+/// `current_purpose()` read. Both are TEXT, NULL when the caller has no such attribute or
+/// gave no purpose (so a comparison with them is never true).
+#[derive(Clone, Copy, Debug)]
+pub struct Session<'a> {
+    pub attributes: &'a [(String, String)],
+    pub purpose: Option<&'a str>,
+}
+
+impl Session<'_> {
+    /// A caller with no attributes and no purpose: every session value is NULL (used to
+    /// type-check a row filter when it is created).
+    pub const EMPTY: Session<'static> = Session {
+        attributes: &[],
+        purpose: None,
+    };
+}
+
+/// Compiles a row filter's condition for one caller: the session functions become that
+/// caller's values (literals), so evaluating the filter costs what any WHERE costs.
+pub fn compile_filter(
+    expr: &ast::Expr,
+    scope: &dyn Scope,
+    session: Session<'_>,
+) -> Result<Expr, ExprError> {
+    let typed = Compiler {
+        scope,
+        params: &[],
+        session: Some(session),
+    }
+    .compile(expr)?;
+    match typed.ty {
+        None | Some(ColumnType::Boolean) => Ok(typed.expr),
+        Some(other) => Err(ExprError::TypeMismatch {
+            expr: expr.to_string(),
+            detail: format!("USING needs a BOOLEAN condition, got {other}"),
+        }),
+    }
 }
 
 /// Compiles a condition (WHERE, ON, HAVING): it must be BOOLEAN (or NULL).
@@ -555,6 +602,8 @@ pub fn compile_condition(
 struct Compiler<'a> {
     scope: &'a dyn Scope,
     params: &'a [Value],
+    /// Set while compiling a row filter: the caller the session functions read.
+    session: Option<Session<'a>>,
 }
 
 fn mismatch(expr: &ast::Expr, detail: String) -> ExprError {
@@ -1018,8 +1067,78 @@ impl Compiler<'_> {
         })
     }
 
+    /// `current_attribute('key')` and `current_purpose()`: TEXT literals of the session.
+    fn session_function(
+        &self,
+        expr: &ast::Expr,
+        call: &ast::Function,
+        name: &str,
+    ) -> Result<Typed, ExprError> {
+        let session = self.session.ok_or_else(|| ExprError::SessionOnly {
+            function: name.to_lowercase(),
+        })?;
+        let args: &[ast::FunctionArg] = match &call.args {
+            ast::FunctionArguments::List(list)
+                if list.duplicate_treatment.is_none() && list.clauses.is_empty() =>
+            {
+                &list.args
+            }
+            ast::FunctionArguments::None => &[],
+            _ => {
+                return Err(ExprError::Unsupported(format!(
+                    "this argument list of {name}"
+                )));
+            }
+        };
+        let value = match (name, args) {
+            ("CURRENT_PURPOSE", []) => session.purpose,
+            ("CURRENT_ATTRIBUTE", [ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(key))]) => {
+                let ast::Expr::Value(ast::ValueWithSpan {
+                    value: ast::Value::SingleQuotedString(key),
+                    ..
+                }) = key
+                else {
+                    return Err(mismatch(
+                        expr,
+                        "current_attribute takes the attribute's name as a quoted string"
+                            .to_string(),
+                    ));
+                };
+                session
+                    .attributes
+                    .iter()
+                    .find(|(name, _)| name == key)
+                    .map(|(_, value)| value.as_str())
+            }
+            ("CURRENT_PURPOSE", _) => {
+                return Err(ExprError::Arity {
+                    function: name.to_string(),
+                    expected: "no arguments",
+                    got: args.len(),
+                });
+            }
+            _ => {
+                return Err(ExprError::Arity {
+                    function: name.to_string(),
+                    expected: "one argument",
+                    got: args.len(),
+                });
+            }
+        };
+        Ok(Typed {
+            expr: Expr::Literal(value.map_or(Value::Null, |value| Value::Text(value.to_string()))),
+            ty: Some(ColumnType::Text),
+        })
+    }
+
     fn function(&self, expr: &ast::Expr, call: &ast::Function) -> Result<Typed, ExprError> {
         let name = function_name(call);
+        if matches!(name.as_str(), "CURRENT_ATTRIBUTE" | "CURRENT_PURPOSE") {
+            if call.over.is_some() || call.filter.is_some() || !call.within_group.is_empty() {
+                return Err(ExprError::Unsupported(format!("OVER/FILTER on {name}")));
+            }
+            return self.session_function(expr, call, &name);
+        }
         let function = match name.as_str() {
             "COALESCE" => Function::Coalesce,
             "NULLIF" => Function::NullIf,

@@ -6,13 +6,15 @@
 //! how a node catches up after a restart from its last snapshot. Both are deterministic:
 //! time and identity come in the command, never from a clock.
 
+use crate::access::{FilterKind, Privilege, RowFilter};
 use crate::catalog::{Catalog, TableDef, Token};
 use crate::error::ErrorClass;
 use crate::expr::{self, AssignError, Columns, ExprError, KeyLookup, NoColumns};
 use crate::limits::{
-    APPEND_EVENTS_MAX, ATTRIBUTE_BYTES_MAX, EVENT_PAYLOAD_BYTES_MAX, NAME_BYTES_MAX,
-    REASON_BYTES_MAX, STATEMENT_PARAMS_MAX, STATEMENT_ROWS_MAX, TENANT_NAME_BYTES_MAX,
-    TENANT_TABLES_MAX, TOKEN_ATTRIBUTES_MAX, TOKEN_ROLES_MAX, VALUE_BYTES_MAX,
+    ACL_ROLES_MAX, APPEND_EVENTS_MAX, ATTRIBUTE_BYTES_MAX, EVENT_PAYLOAD_BYTES_MAX, NAME_BYTES_MAX,
+    REASON_BYTES_MAX, ROW_FILTER_BYTES_MAX, STATEMENT_PARAMS_MAX, STATEMENT_ROWS_MAX,
+    TABLE_ROW_FILTERS_MAX, TENANT_NAME_BYTES_MAX, TENANT_TABLES_MAX, TOKEN_ATTRIBUTES_MAX,
+    TOKEN_ROLES_MAX, VALUE_BYTES_MAX,
 };
 use crate::payload::{self, PayloadError};
 use crate::sql::{self, SqlError, Statement};
@@ -87,13 +89,17 @@ pub enum CommandBody {
     },
     /// Makes the policy's previous version active again.
     RollbackPolicy { name: String },
-    /// The host: a read of tables a masking policy covers (who and when are the
-    /// command's principal and time; the reason is the read's purpose).
+    /// The host: a read of tables that a masking policy covered, a row filter restricted, or
+    /// that broke the glass (who and when are the command's principal and time).
     RecordAccess {
         tables: Vec<String>,
         /// `policy@version` of each policy that masked the result.
         policies: Vec<String>,
         purpose: Option<String>,
+        /// `table.filter` of each row filter that restricted the read.
+        row_filters: Vec<String>,
+        /// The emergency reason of a break-glass read.
+        emergency: Option<String>,
     },
 }
 
@@ -165,6 +171,10 @@ pub enum Outcome {
         to: Position,
     },
     AccessRecorded,
+    /// GRANT, REVOKE, CREATE POLICY or DROP POLICY: what changed.
+    AccessChanged {
+        summary: String,
+    },
     /// Nothing to do (`CREATE TABLE IF NOT EXISTS` of an existing table, `DROP TABLE IF
     /// EXISTS` of a missing one); no records.
     Skipped {
@@ -259,6 +269,25 @@ pub enum KernelError {
     Snapshot(String),
     #[error("unknown {what} `{name}`")]
     UnknownModule { what: &'static str, name: String },
+    #[error("no policy `{name}` on `{table}`{}", describe_filters(.existing))]
+    UnknownRowFilter {
+        table: String,
+        name: String,
+        existing: Vec<String>,
+    },
+    #[error("policy `{name}` on `{table}` already exists; DROP POLICY {name} ON {table} first")]
+    RowFilterExists { table: String, name: String },
+    #[error("`{table}` has {max} policies, the most table_row_filters_max allows; drop one first")]
+    TooManyRowFilters { table: String, max: usize },
+}
+
+/// ` (policies: a, b)` or ` (it has none)`.
+fn describe_filters(existing: &[String]) -> String {
+    if existing.is_empty() {
+        " (it has none)".to_string()
+    } else {
+        format!(" (policies: {})", existing.join(", "))
+    }
 }
 
 impl KernelError {
@@ -273,13 +302,16 @@ impl KernelError {
             KernelError::UnknownTenant(_)
             | KernelError::UnknownTable { .. }
             | KernelError::UnknownColumn { .. }
-            | KernelError::UnknownModule { .. } => ErrorClass::NotFound,
+            | KernelError::UnknownModule { .. }
+            | KernelError::UnknownRowFilter { .. } => ErrorClass::NotFound,
             KernelError::TenantExists(_)
             | KernelError::DuplicateToken
             | KernelError::TableExists(_)
             | KernelError::NameInUse(_)
-            | KernelError::DuplicateKey { .. } => ErrorClass::Conflict,
+            | KernelError::DuplicateKey { .. }
+            | KernelError::RowFilterExists { .. } => ErrorClass::Conflict,
             KernelError::TooManyTables { .. }
+            | KernelError::TooManyRowFilters { .. }
             | KernelError::ValueTooLarge { .. }
             | KernelError::TooManyRows { .. }
             | KernelError::TooManyParams { .. } => ErrorClass::TooLarge,
@@ -348,6 +380,25 @@ enum Change {
     },
     /// Deployed Wasm: projections and policies.
     Module(deploy::ModuleChange),
+    /// GRANT (`revoke: false`) or REVOKE on a table or view name.
+    Grant {
+        table: String,
+        privileges: Vec<Privilege>,
+        roles: Vec<String>,
+        revoke: bool,
+    },
+    /// CREATE POLICY; its position and principal come from the record.
+    RowFilterCreated {
+        table: String,
+        name: String,
+        kind: FilterKind,
+        roles: Vec<String>,
+        using: String,
+    },
+    RowFilterDropped {
+        table: String,
+        name: String,
+    },
     /// A record that changes no kernel state (application events).
     None,
 }
@@ -449,12 +500,27 @@ impl Kernel {
                 tables,
                 policies,
                 purpose,
+                row_filters,
+                emergency,
             } => {
                 let tenant = self.data_tenant(cmd.tenant)?;
+                if let Some(emergency) = emergency
+                    && (emergency.trim().is_empty() || emergency.len() > REASON_BYTES_MAX)
+                {
+                    return Err(KernelError::Invalid {
+                        what: "emergency reason",
+                        why: format!(
+                            "it is {} bytes; give 1 to reason_bytes_max ({REASON_BYTES_MAX}) bytes saying why",
+                            emergency.len()
+                        ),
+                    });
+                }
                 let access = payload::Access {
                     tables: tables.clone(),
                     policies: policies.clone(),
                     purpose: purpose.clone(),
+                    row_filters: row_filters.clone(),
+                    emergency: emergency.clone(),
                 };
                 Plan {
                     partition: tenant,
@@ -568,6 +634,46 @@ impl Kernel {
                 Change::Module(change) => {
                     self.apply_module_change(tenant, position, change, principal)
                 }
+                Change::Grant {
+                    table,
+                    privileges,
+                    roles,
+                    revoke,
+                } => {
+                    let state = self
+                        .catalog
+                        .tenant_mut(tenant)
+                        .expect("grants are made in existing tenants");
+                    if revoke {
+                        state.revoke(&table, &roles, &privileges);
+                    } else {
+                        state.grant(&table, &roles, &privileges);
+                    }
+                }
+                Change::RowFilterCreated {
+                    table,
+                    name,
+                    kind,
+                    roles,
+                    using,
+                } => self
+                    .catalog
+                    .tenant_mut(tenant)
+                    .expect("policies are created in existing tenants")
+                    .add_row_filter(RowFilter {
+                        name,
+                        table,
+                        kind,
+                        roles,
+                        using,
+                        created_at: position,
+                        created_by: principal.to_string(),
+                    }),
+                Change::RowFilterDropped { table, name } => self
+                    .catalog
+                    .tenant_mut(tenant)
+                    .expect("policies are dropped in existing tenants")
+                    .drop_row_filter(&table, &name),
                 Change::Upsert { .. } | Change::Remove { .. } | Change::None => {}
             }
         }
@@ -682,6 +788,61 @@ impl Kernel {
                         dropped.table, dropped.table_id
                     )),
                 }
+            }
+            (RecordKind::Ddl, payload::EVENT_GRANT | payload::EVENT_REVOKE) => {
+                let grant: payload::Grant = payload::from_json(&meta.event_type, bytes)?;
+                if self.catalog.tenant(tenant).is_none() {
+                    return refuse(format!("tenant {tenant} does not exist"));
+                }
+                if grant.privileges.is_empty() || grant.roles.is_empty() {
+                    return refuse(format!(
+                        "a {} names no privilege or no role",
+                        meta.event_type
+                    ));
+                }
+                Ok(Change::Grant {
+                    table: grant.table,
+                    privileges: grant.privileges,
+                    roles: grant.roles,
+                    revoke: meta.event_type == payload::EVENT_REVOKE,
+                })
+            }
+            (RecordKind::Ddl, payload::EVENT_CREATE_POLICY) => {
+                let created: payload::CreatePolicy = payload::from_json("CreatePolicy", bytes)?;
+                let Some(state) = self.catalog.tenant(tenant) else {
+                    return refuse(format!("tenant {tenant} does not exist"));
+                };
+                if state.row_filter(&created.table, &created.name).is_some() {
+                    return refuse(format!(
+                        "policy `{}` on `{}` already exists",
+                        created.name, created.table
+                    ));
+                }
+                Ok(Change::RowFilterCreated {
+                    table: created.table,
+                    name: created.name,
+                    kind: created.kind,
+                    roles: created.roles,
+                    using: created.using,
+                })
+            }
+            (RecordKind::Ddl, payload::EVENT_DROP_POLICY) => {
+                let dropped: payload::DropPolicy = payload::from_json("DropPolicy", bytes)?;
+                let exists = self
+                    .catalog
+                    .tenant(tenant)
+                    .and_then(|state| state.row_filter(&dropped.table, &dropped.name))
+                    .is_some();
+                if !exists {
+                    return refuse(format!(
+                        "policy `{}` on `{}` does not exist",
+                        dropped.name, dropped.table
+                    ));
+                }
+                Ok(Change::RowFilterDropped {
+                    table: dropped.table,
+                    name: dropped.name,
+                })
             }
             (RecordKind::Event, event_type) => {
                 // A stream names a SQL table only while the table exists: appends to a
@@ -968,6 +1129,10 @@ impl Kernel {
             Statement::Insert(insert) => self.plan_insert(tenant, &insert, params, rows)?,
             Statement::Update(update) => self.plan_update(tenant, &update, params, rows)?,
             Statement::Delete(delete) => self.plan_delete(tenant, &delete, params, rows)?,
+            Statement::Grant(grant) => self.plan_grant(tenant, &grant, false)?,
+            Statement::Revoke(revoke) => self.plan_grant(tenant, &revoke, true)?,
+            Statement::CreatePolicy(create) => self.plan_create_policy(tenant, create)?,
+            Statement::DropPolicy(drop) => self.plan_drop_policy(tenant, drop)?,
             Statement::Select(_) => return Err(KernelError::QueryAsCommand),
         };
         Ok(Plan {
@@ -984,6 +1149,202 @@ impl Kernel {
                 name: name.to_string(),
                 available: describe_tables(&self.catalog.tables(tenant, None)),
             })
+    }
+
+    /// GRANT or REVOKE: one record per table, each naming the table as its stream.
+    fn plan_grant(
+        &self,
+        tenant: TenantId,
+        grant: &sql::Grant,
+        revoke: bool,
+    ) -> Result<(Vec<Entry>, Outcome), KernelError> {
+        let state = self.catalog.tenant(tenant).expect("a data tenant exists");
+        let mut entries = Vec::with_capacity(grant.tables.len());
+        for table in &grant.tables {
+            let name = table.to_string();
+            let only_select = |what: String| -> Result<(), KernelError> {
+                if grant.privileges == [Privilege::Select] {
+                    return Ok(());
+                }
+                Err(KernelError::Invalid {
+                    what: "grant",
+                    why: format!("{what}: only SELECT can be granted or revoked"),
+                })
+            };
+            if table.is_system() {
+                only_select(format!("`{name}` shows log payloads"))?;
+            } else if state.view(&name).is_some() {
+                only_select(format!("`{name}` is a view, which is read-only"))?;
+            } else if state.table_at(&name, None).is_none() && !state.ever_had_table(&name) {
+                return Err(KernelError::UnknownTable {
+                    available: describe_tables(&state.tables(None)),
+                    name,
+                });
+            }
+            let acl = state.acl(&name);
+            let added = grant
+                .roles
+                .iter()
+                .filter(|role| !acl.roles.contains_key(*role))
+                .count();
+            if !revoke && acl.roles.len() + added > ACL_ROLES_MAX {
+                return Err(KernelError::Invalid {
+                    what: "grant",
+                    why: format!(
+                        "`{name}` would have {} roles in its access list, above acl_roles_max ({ACL_ROLES_MAX})",
+                        acl.roles.len() + added
+                    ),
+                });
+            }
+            let record = payload::Grant {
+                table: name.clone(),
+                privileges: grant.privileges.clone(),
+                roles: grant.roles.clone(),
+            };
+            entries.push(Entry {
+                kind: RecordKind::Ddl,
+                event_type: if revoke {
+                    payload::EVENT_REVOKE
+                } else {
+                    payload::EVENT_GRANT
+                }
+                .to_string(),
+                stream: name.clone(),
+                payload: payload::to_json(&record),
+                change: Change::Grant {
+                    table: name,
+                    privileges: grant.privileges.clone(),
+                    roles: grant.roles.clone(),
+                    revoke,
+                },
+            });
+        }
+        let tables: Vec<String> = grant.tables.iter().map(ToString::to_string).collect();
+        let summary = format!(
+            "{} {} ON {} {} {}",
+            if revoke { "REVOKE" } else { "GRANT" },
+            crate::access::describe_privileges(&grant.privileges),
+            tables.join(", "),
+            if revoke { "FROM" } else { "TO" },
+            grant.roles.join(", ")
+        );
+        Ok((entries, Outcome::AccessChanged { summary }))
+    }
+
+    fn plan_create_policy(
+        &self,
+        tenant: TenantId,
+        create: sql::CreatePolicy,
+    ) -> Result<(Vec<Entry>, Outcome), KernelError> {
+        let state = self.catalog.tenant(tenant).expect("a data tenant exists");
+        let columns = match state.table_at(&create.table, None) {
+            Some(table) => &table.columns,
+            None => match state.view(&create.table) {
+                Some((_, _, view)) => &view.columns,
+                None => {
+                    return Err(KernelError::UnknownTable {
+                        name: create.table,
+                        available: describe_tables(&state.tables(None)),
+                    });
+                }
+            },
+        };
+        if state.row_filter(&create.table, &create.name).is_some() {
+            return Err(KernelError::RowFilterExists {
+                table: create.table,
+                name: create.name,
+            });
+        }
+        if state.row_filters_on(&create.table).count() >= TABLE_ROW_FILTERS_MAX {
+            return Err(KernelError::TooManyRowFilters {
+                table: create.table,
+                max: TABLE_ROW_FILTERS_MAX,
+            });
+        }
+        let using = create.using.to_string();
+        if using.len() > ROW_FILTER_BYTES_MAX {
+            return Err(KernelError::Invalid {
+                what: "policy",
+                why: format!(
+                    "its USING condition is {} bytes, above row_filter_bytes_max ({ROW_FILTER_BYTES_MAX} bytes)",
+                    using.len()
+                ),
+            });
+        }
+        // The stored text is what every query compiles: it must parse back and type-check
+        // against the table's columns (session values are NULL here).
+        let mut scope = Columns::new();
+        scope.push_table(&create.table, columns);
+        expr::compile_filter(&sql::parse_expr(&using)?, &scope, expr::Session::EMPTY)?;
+        let record = payload::CreatePolicy {
+            table: create.table.clone(),
+            name: create.name.clone(),
+            kind: create.kind,
+            roles: create.roles.clone(),
+            using: using.clone(),
+        };
+        let summary = format!(
+            "CREATE POLICY {} ON {} AS {} FOR SELECT TO {}",
+            create.name,
+            create.table,
+            create.kind.name().to_uppercase(),
+            create.roles.join(", ")
+        );
+        let entry = Entry {
+            kind: RecordKind::Ddl,
+            event_type: payload::EVENT_CREATE_POLICY.to_string(),
+            stream: create.table.clone(),
+            payload: payload::to_json(&record),
+            change: Change::RowFilterCreated {
+                table: create.table,
+                name: create.name,
+                kind: create.kind,
+                roles: create.roles,
+                using,
+            },
+        };
+        Ok((vec![entry], Outcome::AccessChanged { summary }))
+    }
+
+    fn plan_drop_policy(
+        &self,
+        tenant: TenantId,
+        drop: sql::DropPolicy,
+    ) -> Result<(Vec<Entry>, Outcome), KernelError> {
+        let state = self.catalog.tenant(tenant).expect("a data tenant exists");
+        if state.row_filter(&drop.table, &drop.name).is_none() {
+            if drop.if_exists {
+                let notice = format!(
+                    "policy `{}` on `{}` does not exist; nothing dropped",
+                    drop.name, drop.table
+                );
+                return Ok((Vec::new(), Outcome::Skipped { notice }));
+            }
+            return Err(KernelError::UnknownRowFilter {
+                existing: state
+                    .row_filters_on(&drop.table)
+                    .map(|filter| filter.name.clone())
+                    .collect(),
+                table: drop.table,
+                name: drop.name,
+            });
+        }
+        let record = payload::DropPolicy {
+            table: drop.table.clone(),
+            name: drop.name.clone(),
+        };
+        let summary = format!("DROP POLICY {} ON {}", drop.name, drop.table);
+        let entry = Entry {
+            kind: RecordKind::Ddl,
+            event_type: payload::EVENT_DROP_POLICY.to_string(),
+            stream: drop.table.clone(),
+            payload: payload::to_json(&record),
+            change: Change::RowFilterDropped {
+                table: drop.table,
+                name: drop.name,
+            },
+        };
+        Ok((vec![entry], Outcome::AccessChanged { summary }))
     }
 
     fn plan_create_table(

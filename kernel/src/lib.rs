@@ -1,6 +1,7 @@
 //! Kimberlite's kernel: the pure state machine. See ARCHITECTURE.md.
 //!
 //! - `catalog`: tenants, tokens, roles, and tables with their history.
+//! - `access`: table privileges (GRANT/REVOKE) and row filters (CREATE POLICY): the rules.
 //! - `sql`: SQL text → `Statement` (DDL/DML commands and SELECT queries).
 //! - `expr`: expressions compiled against a schema and evaluated over rows
 //!   (shared with the query executor in `kimberlite-projections`).
@@ -13,6 +14,7 @@
 //! **Architecture invariant:** the kernel does no I/O and reads no clock; the same
 //! commands give the same records and state on every replica.
 
+pub mod access;
 pub mod catalog;
 mod error;
 pub mod expr;

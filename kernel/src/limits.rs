@@ -61,3 +61,10 @@ pub const POLICY_COVERS_MAX: usize = 256;
 pub const FAULT_MESSAGE_BYTES_MAX: usize = 4_096;
 /// Events one `Append` command may carry (they are written atomically).
 pub const APPEND_EVENTS_MAX: usize = 10_000;
+
+/// Row filters (`CREATE POLICY`) on one table or view.
+pub const TABLE_ROW_FILTERS_MAX: usize = 64;
+/// The SQL text of one row filter's `USING` condition.
+pub const ROW_FILTER_BYTES_MAX: usize = 4_096;
+/// Roles in one table's access list (a GRANT that would exceed it is refused).
+pub const ACL_ROLES_MAX: usize = 256;

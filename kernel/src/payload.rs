@@ -31,8 +31,15 @@
 //! - `TokenCreated` (kind `Catalog`, system partition, stream `tokens`):
 //!   `{"token":1,"tenant":1,"name":"alice","secret_hash":"<64 hex digits>","roles":["writer"],"attributes":[["ward","3"]]}`.
 //!   The secret itself is never in the log, only its SHA-256.
+//! - `Grant`, `Revoke` (kind `Ddl`, stream = table name, or `kimberlite.log`): one record per
+//!   table of the statement, `{"table":"patients","privileges":["SELECT"],"roles":["analyst"]}`.
+//! - `CreatePolicy` (kind `Ddl`, stream = table name): a row filter,
+//!   `{"table":"patients","name":"eu","kind":"permissive","roles":["reader"],"using":"region = current_attribute('region')"}`.
+//! - `DropPolicy` (kind `Ddl`, stream = table name): `{"table":"patients","name":"eu"}`.
 //! - `Read` (kind `Access`, stream `kimberlite.access`): a read that a masking policy
-//!   covered, `{"tables":["patients"],"policies":["phi@12"],"purpose":"treatment"}`.
+//!   covered, a row filter restricted, or that broke the glass,
+//!   `{"tables":["patients"],"policies":["phi@12"],"purpose":"treatment"}`, plus
+//!   `"row_filters":["patients.eu"]` and `"emergency":"…"` when there are any.
 //! - Application events appended with `Append` are stored as given.
 
 use crate::value::{Column, ColumnType, Row, TenantId, Value};
@@ -47,6 +54,10 @@ pub const EVENT_DROP_TABLE: &str = "DropTable";
 pub const EVENT_TENANT_CREATED: &str = "TenantCreated";
 pub const EVENT_TOKEN_CREATED: &str = "TokenCreated";
 pub const EVENT_READ: &str = "Read";
+pub const EVENT_GRANT: &str = "Grant";
+pub const EVENT_REVOKE: &str = "Revoke";
+pub const EVENT_CREATE_POLICY: &str = "CreatePolicy";
+pub const EVENT_DROP_POLICY: &str = "DropPolicy";
 pub const STREAM_ACCESS: &str = "kimberlite.access";
 pub const STREAM_TENANTS: &str = "tenants";
 pub const STREAM_TOKENS: &str = "tokens";
@@ -183,6 +194,40 @@ pub struct Access {
     pub tables: Vec<String>,
     pub policies: Vec<String>,
     pub purpose: Option<String>,
+    /// `table.filter` of each row filter that restricted the read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub row_filters: Vec<String>,
+    /// The reason of a break-glass read (grants and row filters were bypassed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub emergency: Option<String>,
+}
+
+/// The payload of `Grant` and `Revoke`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Grant {
+    pub table: String,
+    pub privileges: Vec<crate::access::Privilege>,
+    pub roles: Vec<String>,
+}
+
+/// The payload of `CreatePolicy`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreatePolicy {
+    pub table: String,
+    pub name: String,
+    pub kind: crate::access::FilterKind,
+    pub roles: Vec<String>,
+    pub using: String,
+}
+
+/// The payload of `DropPolicy`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DropPolicy {
+    pub table: String,
+    pub name: String,
 }
 
 /// The payload of `CreateTable`.

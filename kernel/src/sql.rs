@@ -23,7 +23,8 @@
 //! `FOR SYSTEM_TIME AS OF CAST(x AS BIGINT)` / `… CAST(x AS TIMESTAMP)`; the type of the
 //! expression then tells a position from a timestamp (`resolve_as_of`).
 
-use crate::catalog::Action;
+use crate::access::{FilterKind, PUBLIC_ROLE, Privilege};
+use crate::catalog::{Action, BuiltinRole};
 use crate::expr::{self, ExprError};
 use crate::limits::{EXPR_DEPTH_MAX, NAME_BYTES_MAX, SQL_BYTES_MAX, TABLE_COLUMNS_MAX};
 use crate::value::{Column, ColumnType, Position, Value};
@@ -92,6 +93,8 @@ pub enum SqlError {
         "unknown schema `{schema}` in `{schema}.{name}`: tables live in the tenant's own namespace; system views are `kimberlite.log` and `kimberlite.tables`"
     )]
     UnknownSchema { schema: String, name: String },
+    #[error("role `admin` {0}")]
+    AdminRole(&'static str),
 }
 
 /// One parsed statement.
@@ -104,6 +107,33 @@ pub enum Statement {
     Delete(Delete),
     /// A query: executed by `kimberlite_projections::query`, never a command.
     Select(Select),
+    /// `GRANT privileges ON tables TO roles`.
+    Grant(Grant),
+    /// `REVOKE privileges ON tables FROM roles`.
+    Revoke(Grant),
+    /// `CREATE POLICY … USING (…)`: a row filter.
+    CreatePolicy(CreatePolicy),
+    DropPolicy(DropPolicy),
+}
+
+/// One thing a token must hold to run a statement.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Requirement {
+    /// A role-level right (`Token::allows`).
+    Action(Action),
+    /// A privilege on a table or view (`Catalog::may`).
+    Privilege { table: String, privilege: Privilege },
+}
+
+impl fmt::Display for Requirement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Requirement::Action(action) => write!(f, "{action:?}"),
+            Requirement::Privilege { table, privilege } => {
+                write!(f, "{} ON {table}", privilege.name())
+            }
+        }
+    }
 }
 
 impl Statement {
@@ -112,34 +142,82 @@ impl Statement {
         matches!(self, Statement::Select(_))
     }
 
-    /// What a token must be allowed to do to run this statement.
-    pub fn actions(&self) -> Vec<Action> {
-        match self {
-            Statement::CreateTable(_) | Statement::DropTable(_) => vec![Action::Ddl],
-            Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_) => {
-                vec![Action::Write]
-            }
-            Statement::Select(select) => {
-                let mut actions: Vec<Action> = select
-                    .from
-                    .iter()
-                    .map(|item| {
-                        if item.table.is_system() {
-                            Action::Audit
-                        } else {
-                            Action::Read
-                        }
-                    })
-                    .collect();
-                if actions.is_empty() {
-                    actions.push(Action::Read);
+    /// What a token must hold to run this statement: DDL and access control need the `admin`
+    /// role; reading and changing rows need table privileges (an UPDATE or DELETE with a
+    /// WHERE reads rows, so it also needs SELECT, as in PostgreSQL); system views need the
+    /// audit right.
+    pub fn requirements(&self) -> Vec<Requirement> {
+        let privilege = |table: &str, privilege| Requirement::Privilege {
+            table: table.to_string(),
+            privilege,
+        };
+        let mut requirements = match self {
+            Statement::CreateTable(_)
+            | Statement::DropTable(_)
+            | Statement::Grant(_)
+            | Statement::Revoke(_)
+            | Statement::CreatePolicy(_)
+            | Statement::DropPolicy(_) => vec![Requirement::Action(Action::Ddl)],
+            Statement::Insert(insert) => vec![privilege(&insert.table, Privilege::Insert)],
+            Statement::Update(update) => {
+                let mut needed = vec![privilege(&update.table, Privilege::Update)];
+                if update.selection.is_some() {
+                    needed.push(privilege(&update.table, Privilege::Select));
                 }
-                actions.sort();
-                actions.dedup();
-                actions
+                needed
             }
-        }
+            Statement::Delete(delete) => {
+                let mut needed = vec![privilege(&delete.table, Privilege::Delete)];
+                if delete.selection.is_some() {
+                    needed.push(privilege(&delete.table, Privilege::Select));
+                }
+                needed
+            }
+            Statement::Select(select) => select
+                .from
+                .iter()
+                .map(|item| {
+                    if item.table.is_system() {
+                        Requirement::Action(Action::Audit)
+                    } else {
+                        privilege(&item.table.name, Privilege::Select)
+                    }
+                })
+                .collect(),
+        };
+        requirements.sort();
+        requirements.dedup();
+        requirements
     }
+}
+
+/// `GRANT` or `REVOKE` (the same shape).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Grant {
+    /// Canonical order, no duplicates; `ALL` is all four.
+    pub privileges: Vec<Privilege>,
+    /// Table or view names, or `kimberlite.log`.
+    pub tables: Vec<TableName>,
+    /// Role names (`public` for `PUBLIC`), no duplicates; never `admin`.
+    pub roles: Vec<String>,
+}
+
+/// `CREATE POLICY name ON table [AS kind] FOR SELECT [TO roles] USING (condition)`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CreatePolicy {
+    pub name: String,
+    pub table: String,
+    pub kind: FilterKind,
+    /// `public` when the statement names no role; never `admin`.
+    pub roles: Vec<String>,
+    pub using: ast::Expr,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DropPolicy {
+    pub name: String,
+    pub table: String,
+    pub if_exists: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -343,6 +421,30 @@ pub fn parse(sql: &str) -> Result<Statement, SqlError> {
     convert_statement(statements.pop().expect("one statement"))
 }
 
+/// Parses one expression (the stored `USING` condition of a row filter).
+pub fn parse_expr(text: &str) -> Result<ast::Expr, SqlError> {
+    if text.len() > SQL_BYTES_MAX {
+        return Err(SqlError::TooLong {
+            bytes: text.len(),
+            max: SQL_BYTES_MAX,
+        });
+    }
+    let dialect = KimberliteDialect;
+    let mut parser = Parser::new(&dialect)
+        .with_recursion_limit(EXPR_DEPTH_MAX)
+        .try_with_sql(text)
+        .map_err(syntax_error)?;
+    let expr = parser.parse_expr().map_err(syntax_error)?;
+    let rest = parser.peek_token();
+    if rest.token != Token::EOF {
+        return Err(SqlError::Syntax(format!(
+            "unexpected `{}` after the expression",
+            rest.token
+        )));
+    }
+    Ok(expr)
+}
+
 fn syntax_error(error: ParserError) -> SqlError {
     match error {
         ParserError::TokenizerError(message) | ParserError::ParserError(message) => {
@@ -476,8 +578,168 @@ fn convert_statement(statement: ast::Statement) -> Result<Statement, SqlError> {
         ast::Statement::Update(update) => convert_update(update).map(Statement::Update),
         ast::Statement::Delete(delete) => convert_delete(delete).map(Statement::Delete),
         ast::Statement::Query(query) => convert_query(*query).map(Statement::Select),
+        ast::Statement::Grant(grant) => convert_grant(&grant).map(Statement::Grant),
+        ast::Statement::Revoke(revoke) => convert_revoke(&revoke).map(Statement::Revoke),
+        ast::Statement::CreatePolicy(create) => {
+            convert_create_policy(create).map(Statement::CreatePolicy)
+        }
+        ast::Statement::DropPolicy(drop) => convert_drop_policy(&drop).map(Statement::DropPolicy),
         other => unsupported(statement_name(&other)),
     }
+}
+
+fn convert_privileges(privileges: &ast::Privileges) -> Result<Vec<Privilege>, SqlError> {
+    let actions = match privileges {
+        ast::Privileges::All { .. } => return Ok(Privilege::ALL.to_vec()),
+        ast::Privileges::Actions(actions) => actions,
+    };
+    let mut out = Vec::with_capacity(actions.len());
+    for action in actions {
+        let privilege = match action {
+            ast::Action::Select { columns: None } => Privilege::Select,
+            ast::Action::Insert { columns: None } => Privilege::Insert,
+            ast::Action::Update { columns: None } => Privilege::Update,
+            ast::Action::Delete => Privilege::Delete,
+            ast::Action::Select { .. }
+            | ast::Action::Insert { .. }
+            | ast::Action::Update { .. } => return unsupported("column privileges"),
+            other => {
+                return unsupported(format!(
+                    "the privilege {other} (privileges: SELECT, INSERT, UPDATE, DELETE, ALL)"
+                ));
+            }
+        };
+        out.push(privilege);
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+fn convert_grant_objects(objects: Option<&ast::GrantObjects>) -> Result<Vec<TableName>, SqlError> {
+    let Some(ast::GrantObjects::Tables(names)) = objects else {
+        return unsupported("GRANT on anything but tables and views");
+    };
+    let mut tables = Vec::with_capacity(names.len());
+    for name in names {
+        let table = object_name(name)?;
+        if table.is_system() && table.name != "log" {
+            return unsupported(format!(
+                "a grant on `{table}` (system views are read by the admin and auditor roles; only kimberlite.log may be granted, for log payloads)"
+            ));
+        }
+        if !tables.contains(&table) {
+            tables.push(table);
+        }
+    }
+    Ok(tables)
+}
+
+fn convert_grantees(grantees: &[ast::Grantee]) -> Result<Vec<String>, SqlError> {
+    let mut roles = Vec::with_capacity(grantees.len());
+    for grantee in grantees {
+        let role = match (&grantee.grantee_type, &grantee.name) {
+            (ast::GranteesType::Public, _) => PUBLIC_ROLE.to_string(),
+            (
+                ast::GranteesType::None | ast::GranteesType::Role,
+                Some(ast::GranteeName::ObjectName(name)),
+            ) => single_ident(name, "role")?,
+            _ => return unsupported(format!("the grantee `{grantee}` (grant to roles)")),
+        };
+        if BuiltinRole::from_name(&role) == Some(BuiltinRole::Admin) {
+            return Err(SqlError::AdminRole(
+                "always holds every privilege; grant to or revoke from another role",
+            ));
+        }
+        check_name("role", &role)?;
+        if !roles.contains(&role) {
+            roles.push(role);
+        }
+    }
+    Ok(roles)
+}
+
+fn convert_grant(grant: &ast::Grant) -> Result<Grant, SqlError> {
+    if grant.with_grant_option {
+        return unsupported("WITH GRANT OPTION (only admins grant)");
+    }
+    if grant.as_grantor.is_some() || grant.granted_by.is_some() || grant.current_grants.is_some() {
+        return unsupported("this form of GRANT");
+    }
+    Ok(Grant {
+        privileges: convert_privileges(&grant.privileges)?,
+        tables: convert_grant_objects(grant.objects.as_ref())?,
+        roles: convert_grantees(&grant.grantees)?,
+    })
+}
+
+fn convert_revoke(revoke: &ast::Revoke) -> Result<Grant, SqlError> {
+    if revoke.grant_option_for || revoke.granted_by.is_some() || revoke.cascade.is_some() {
+        return unsupported("this form of REVOKE");
+    }
+    Ok(Grant {
+        privileges: convert_privileges(&revoke.privileges)?,
+        tables: convert_grant_objects(revoke.objects.as_ref())?,
+        roles: convert_grantees(&revoke.grantees)?,
+    })
+}
+
+fn convert_create_policy(create: ast::CreatePolicy) -> Result<CreatePolicy, SqlError> {
+    let name = normalize(&create.name);
+    check_name("policy", &name)?;
+    let table = writable_table_name(&create.table_name)?;
+    let kind = match create.policy_type {
+        None | Some(ast::CreatePolicyType::Permissive) => FilterKind::Permissive,
+        Some(ast::CreatePolicyType::Restrictive) => FilterKind::Restrictive,
+    };
+    if create.command != Some(ast::CreatePolicyCommand::Select) {
+        return unsupported(
+            "a policy for anything but SELECT (row filters apply to reads: write FOR SELECT)",
+        );
+    }
+    if create.with_check.is_some() {
+        return unsupported("WITH CHECK");
+    }
+    let mut roles = Vec::new();
+    for owner in create.to.unwrap_or_default() {
+        let role = match owner {
+            ast::Owner::Ident(ident) => normalize(&ident),
+            other => return unsupported(format!("TO {other} (name roles)")),
+        };
+        if BuiltinRole::from_name(&role) == Some(BuiltinRole::Admin) {
+            return Err(SqlError::AdminRole(
+                "is never filtered; name the roles the filter applies to",
+            ));
+        }
+        check_name("role", &role)?;
+        if !roles.contains(&role) {
+            roles.push(role);
+        }
+    }
+    if roles.is_empty() {
+        roles.push(PUBLIC_ROLE.to_string());
+    }
+    let using = create
+        .using
+        .ok_or_else(|| SqlError::Syntax(format!("CREATE POLICY {name} needs USING (condition)")))?;
+    Ok(CreatePolicy {
+        name,
+        table,
+        kind,
+        roles,
+        using,
+    })
+}
+
+fn convert_drop_policy(drop: &ast::DropPolicy) -> Result<DropPolicy, SqlError> {
+    if drop.drop_behavior.is_some() {
+        return unsupported("DROP POLICY with CASCADE or RESTRICT");
+    }
+    Ok(DropPolicy {
+        name: normalize(&drop.name),
+        table: writable_table_name(&drop.table_name)?,
+        if_exists: drop.if_exists,
+    })
 }
 
 /// The leading keywords of a statement, for "… is not supported yet".

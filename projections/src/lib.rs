@@ -8,7 +8,8 @@
 //!   `AS OF TIMESTAMP`).
 //! - `runner`: one step of a Wasm projection version over its tenant's log, committed
 //!   atomically with its progress.
-//! - `system_views`: `kimberlite.projections` and `kimberlite.policies`.
+//! - `system_views`: `kimberlite.projections`, `kimberlite.policies`, `kimberlite.access`,
+//!   `kimberlite.grants` and `kimberlite.row_filters`.
 //! - `encoding`: memcomparable keys and compact rows.
 
 pub mod encoding;

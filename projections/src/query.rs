@@ -23,6 +23,15 @@
 //! timestamp before the first record is refused (no table existed then). A table without
 //! its own AS OF uses the query's (`QueryContext::as_of`, from the protocol), if any.
 //!
+//! ## Row filters
+//!
+//! Every table and view read for a `Reader::Caller` gets the row filters (`CREATE POLICY`)
+//! that apply to the caller's roles, compiled for its attributes and purpose against the
+//! columns of the version read (so also under AS OF), and checked on every row of that table
+//! before any ON, WHERE, join or aggregate sees it: on the scan, on key lookups and on the
+//! rows buffered for a join. A table a masking policy covers is filtered on its clear values,
+//! then masked. A filter that no longer compiles against the version read refuses the query.
+//!
 //! ## Bounds
 //!
 //! A result without LIMIT may hold `QUERY_ROWS_MAX` rows; rows held in memory for
@@ -30,9 +39,10 @@
 
 use crate::log_source::LogSource;
 use crate::store::ViewRead;
+use kimberlite_kernel::access::FilterKind;
 use kimberlite_kernel::catalog::{Catalog, TableDef};
 use kimberlite_kernel::expr::{
-    self, Aggregate, Columns, Expr, ExprError, KeyLookup, NoColumns, Scope,
+    self, Aggregate, Columns, Expr, ExprError, KeyLookup, NoColumns, Scope, Session,
 };
 use kimberlite_kernel::sql::{self, FromItem, OrderItem, Select, SelectItem, ast};
 use kimberlite_kernel::store::OrderedKey;
@@ -68,6 +78,23 @@ pub struct QueryContext<'a> {
     pub as_of: Option<AsOf>,
     /// The tenant's masking policies for this caller; `None`: nothing is masked.
     pub masker: Option<&'a dyn Masker>,
+    /// Whose read this is, for row filters.
+    pub reader: Reader<'a>,
+}
+
+/// Whose read a query is, for row filters (`CREATE POLICY`).
+#[derive(Clone, Copy, Debug)]
+pub enum Reader<'a> {
+    /// No row filter applies: a break-glass read (the host records it first), or a read the
+    /// node makes on its own behalf (tests, tools).
+    Unfiltered,
+    /// A token's read: each table's filters that apply to `roles` (none for an admin), with
+    /// `current_attribute(…)` and `current_purpose()` read from here.
+    Caller {
+        roles: &'a [String],
+        attributes: &'a [(String, String)],
+        purpose: Option<&'a str>,
+    },
 }
 
 /// Masks the rows of covered tables and views before the query sees them, so filters,
@@ -111,6 +138,8 @@ pub struct ResultSet {
     /// tables were read at different points).
     pub as_of: Option<Position>,
     pub stats: QueryStats,
+    /// `table.filter` of every row filter that restricted the read (for the access trail).
+    pub row_filters: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
@@ -124,7 +153,7 @@ pub enum QueryError {
     #[error("table `{name}` did not exist at position {position}")]
     NotAtPosition { name: String, position: Position },
     #[error(
-        "unknown system view `kimberlite.{name}` (system views: kimberlite.log, kimberlite.tables, kimberlite.projections, kimberlite.policies, kimberlite.access)"
+        "unknown system view `kimberlite.{name}` (system views: kimberlite.log, kimberlite.tables, kimberlite.projections, kimberlite.policies, kimberlite.access, kimberlite.grants, kimberlite.row_filters)"
     )]
     UnknownSystemView { name: String },
     #[error("table name `{0}` appears twice in FROM; give one of them an alias")]
@@ -138,6 +167,14 @@ pub enum QueryError {
     BeforeLog(i64),
     #[error("masking policy failed, so the read was refused: {0}")]
     Policy(String),
+    #[error(
+        "row filter `{filter}` cannot be applied to `{table}` as read here ({why}), so the read was refused"
+    )]
+    RowFilter {
+        filter: String,
+        table: String,
+        why: String,
+    },
     #[error(
         "view `{view}` has applied the log up to position {applied_end} (exclusive); AS OF POSITION {position} is not there yet; retry shortly"
     )]
@@ -191,6 +228,7 @@ impl QueryError {
             | QueryError::NotApplied { .. }
             | QueryError::ViewBehind { .. } => ErrorClass::BadRequest,
             QueryError::Policy(_) => ErrorClass::PolicyFailed,
+            QueryError::RowFilter { .. } => ErrorClass::PermissionDenied,
             QueryError::TooManyRows { .. } | QueryError::BufferFull { .. } => ErrorClass::TooLarge,
         }
     }
@@ -287,6 +325,10 @@ struct Source<'a> {
     columns: Vec<Column>,
     /// The index of its first column in a joined row.
     offset: usize,
+    /// The caller's row filters of this table, combined, over the table's own row.
+    row_filter: Option<Expr>,
+    /// Their `table.filter` names.
+    row_filter_names: Vec<String>,
 }
 
 impl Source<'_> {
@@ -320,6 +362,9 @@ struct Step<'a> {
     access: Access,
     /// For a table read after the first: its rows, read once.
     rows: Option<Vec<Row>>,
+    /// Checked on each row of this table before anything else (see the module docs);
+    /// `None` once `rows` were filtered already.
+    row_filter: Option<Expr>,
 }
 
 /// Runs one SELECT.
@@ -328,6 +373,7 @@ pub fn execute(select: &Select, ctx: &QueryContext<'_>) -> Result<ResultSet, Que
     let mut sources = Vec::with_capacity(select.from.len());
     let mut scope = Columns::new();
     let mut as_of = None;
+    let mut row_filters: Vec<String> = Vec::new();
     for item in &select.from {
         let mut source = resolve_source(item, ctx)?;
         if sources
@@ -338,6 +384,11 @@ pub fn execute(select: &Select, ctx: &QueryContext<'_>) -> Result<ResultSet, Que
         }
         source.offset = scope.push_table(&source.qualifier, &source.columns);
         as_of = as_of.or(source.at);
+        for name in &source.row_filter_names {
+            if !row_filters.contains(name) {
+                row_filters.push(name.clone());
+            }
+        }
         sources.push(source);
     }
     let filter = select
@@ -352,8 +403,9 @@ pub fn execute(select: &Select, ctx: &QueryContext<'_>) -> Result<ResultSet, Que
 
     let mut steps = Vec::with_capacity(sources.len());
     let mut assigned = vec![false; terms.len()];
-    for (index, source) in sources.into_iter().enumerate() {
+    for (index, mut source) in sources.into_iter().enumerate() {
         let end = source.end();
+        let row_filter = source.row_filter.take();
         // An ON condition sees the tables up to its own, not the ones joined after it.
         let prefix = Columns {
             columns: scope.columns[..end].to_vec(),
@@ -383,6 +435,7 @@ pub fn execute(select: &Select, ctx: &QueryContext<'_>) -> Result<ResultSet, Que
             filters,
             access,
             rows: None,
+            row_filter,
         });
     }
     assert!(
@@ -406,7 +459,8 @@ pub fn execute(select: &Select, ctx: &QueryContext<'_>) -> Result<ResultSet, Que
                 continue;
             }
             step.access = Access::Scan;
-            let rows = read_all(step, ctx, &mut stats)?;
+            // Filtered on the clear values, then masked.
+            let rows = filter_rows(step.row_filter.take(), read_all(step, ctx, &mut stats)?)?;
             let names: Vec<String> = table.columns.iter().map(|c| c.name.clone()).collect();
             let count = rows.len();
             let rows = masker
@@ -427,7 +481,7 @@ pub fn execute(select: &Select, ctx: &QueryContext<'_>) -> Result<ResultSet, Que
     for step in steps.iter_mut().skip(1) {
         if step.rows.is_none() && !matches!(step.access, Access::Lookup(_)) {
             let rows = read_all(step, ctx, &mut stats)?;
-            step.rows = Some(rows);
+            step.rows = Some(filter_rows(step.row_filter.take(), rows)?);
         }
     }
 
@@ -465,7 +519,83 @@ pub fn execute(select: &Select, ctx: &QueryContext<'_>) -> Result<ResultSet, Que
         rows,
         as_of,
         stats,
+        row_filters,
     })
+}
+
+/// The rows a step's row filter admits (all of them without one).
+fn filter_rows(filter: Option<Expr>, rows: Vec<Row>) -> Result<Vec<Row>, QueryError> {
+    let Some(filter) = filter else {
+        return Ok(rows);
+    };
+    let mut kept = Vec::with_capacity(rows.len());
+    for row in rows {
+        if filter.matches(&row)? {
+            kept.push(row);
+        }
+    }
+    Ok(kept)
+}
+
+/// The row filters of table or view `name` for the query's reader, compiled against the
+/// columns of the version read and combined: (any permissive, or true without one) and
+/// every restrictive. Returns the combined condition and the filters' names.
+fn row_filter(
+    name: &str,
+    columns: &[Column],
+    ctx: &QueryContext<'_>,
+) -> Result<(Option<Expr>, Vec<String>), QueryError> {
+    let Reader::Caller {
+        roles,
+        attributes,
+        purpose,
+    } = ctx.reader
+    else {
+        return Ok((None, Vec::new()));
+    };
+    let filters = ctx.catalog.row_filters_for(ctx.tenant, name, roles);
+    if filters.is_empty() {
+        return Ok((None, Vec::new()));
+    }
+    let mut scope = Columns::new();
+    scope.push_table(name, columns);
+    let session = Session {
+        attributes,
+        purpose,
+    };
+    let combine = |left: Option<Expr>, op, right: Expr| match left {
+        None => right,
+        Some(left) => Expr::Binary {
+            op,
+            left: Box::new(left),
+            right: Box::new(right),
+        },
+    };
+    let mut permissive = None;
+    let mut restrictive = Vec::new();
+    let mut names = Vec::with_capacity(filters.len());
+    for filter in filters {
+        let compiled = sql::parse_expr(&filter.using)
+            .map_err(ExprError::from)
+            .and_then(|condition| expr::compile_filter(&condition, &scope, session))
+            .map_err(|error| QueryError::RowFilter {
+                filter: filter.qualified_name(),
+                table: name.to_string(),
+                why: error.to_string(),
+            })?;
+        match filter.kind {
+            FilterKind::Permissive => {
+                permissive = Some(combine(permissive, expr::BinaryOp::Or, compiled))
+            }
+            FilterKind::Restrictive => restrictive.push(compiled),
+        }
+        names.push(filter.qualified_name());
+    }
+    let mut combined = permissive;
+    for condition in restrictive {
+        combined = Some(combine(combined, expr::BinaryOp::And, condition));
+    }
+    Ok((combined, names))
 }
 
 /// LIMIT or OFFSET: a literal or parameter, a non-negative BIGINT; NULL means none.
@@ -512,6 +642,14 @@ fn resolve_source<'a>(item: &FromItem, ctx: &QueryContext<'a>) -> Result<Source<
                 SourceKind::Computed(crate::system_views::access_rows(ctx)?),
                 crate::system_views::access_columns(),
             ),
+            "grants" => (
+                SourceKind::Computed(crate::system_views::grants_rows(ctx)),
+                crate::system_views::grants_columns(),
+            ),
+            "row_filters" => (
+                SourceKind::Computed(crate::system_views::row_filters_rows(ctx)),
+                crate::system_views::row_filters_columns(),
+            ),
             other => {
                 return Err(QueryError::UnknownSystemView {
                     name: other.to_string(),
@@ -524,6 +662,8 @@ fn resolve_source<'a>(item: &FromItem, ctx: &QueryContext<'a>) -> Result<Source<
             at,
             columns,
             offset: 0,
+            row_filter: None,
+            row_filter_names: Vec::new(),
         });
     }
     let name = &item.table.name;
@@ -543,12 +683,15 @@ fn resolve_source<'a>(item: &FromItem, ctx: &QueryContext<'a>) -> Result<Source<
                 });
             }
         }
+        let (row_filter, row_filter_names) = row_filter(name, &table.columns, ctx)?;
         return Ok(Source {
             qualifier,
             kind: SourceKind::Table(table),
             at,
             columns: table.columns.clone(),
             offset: 0,
+            row_filter,
+            row_filter_names,
         });
     }
     let Some(table) = ctx.catalog.table_at(ctx.tenant, name, at) else {
@@ -577,12 +720,15 @@ fn resolve_source<'a>(item: &FromItem, ctx: &QueryContext<'a>) -> Result<Source<
             });
         }
     }
+    let (row_filter, row_filter_names) = row_filter(name, &table.columns, ctx)?;
     Ok(Source {
         qualifier,
         kind: SourceKind::Table(table),
         at,
         columns: table.columns.clone(),
         offset: 0,
+        row_filter,
+        row_filter_names,
     })
 }
 
@@ -944,6 +1090,11 @@ impl Run<'_, '_> {
         sink: &mut Sink<'_>,
     ) -> Result<bool, QueryError> {
         let step = &self.steps[index];
+        if let Some(filter) = &step.row_filter
+            && !filter.matches(found)?
+        {
+            return Ok(true);
+        }
         row.truncate(step.source.offset);
         row.extend_from_slice(found);
         if let Some(on) = &step.on

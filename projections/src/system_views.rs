@@ -1,9 +1,11 @@
 //! `kimberlite.projections` and `kimberlite.policies`: the deployed Wasm of a tenant,
 //! from the catalog (what was deployed, which version serves) and the view store (how far
-//! each version has applied the log, its digest, its fault).
+//! each version has applied the log, its digest, its fault). `kimberlite.grants` and
+//! `kimberlite.row_filters`: who may read what (`GRANT`, `CREATE POLICY`).
+//! `kimberlite.access`: the access trail, from the log.
 //!
-//! Both always show the present, whatever AS OF the query asks for: they describe this
-//! node's derived state, not the tenant's data.
+//! All of them show the present, whatever AS OF the query asks for: they describe this
+//! node's derived state and today's rules, not the tenant's data.
 
 use crate::query::{LOG_READ_BATCH_RECORDS, QUERY_BUFFER_ROWS_MAX, QueryContext, QueryError};
 use kimberlite_kernel::modules::{Policy, Projection, ProjectionVersion};
@@ -137,8 +139,9 @@ pub fn policies_rows(ctx: &QueryContext<'_>) -> Vec<Row> {
         .collect()
 }
 
-/// One row per read that a masking policy covered: who, when, which tables, which policy
-/// versions, for what purpose.
+/// One row per audited read — one a masking policy covered, a row filter restricted, or that
+/// broke the glass: who, when, which tables, which policy versions and row filters, for
+/// what purpose, and the emergency reason.
 pub fn access_columns() -> Vec<Column> {
     vec![
         column("position", ColumnType::BigInt, false),
@@ -147,6 +150,10 @@ pub fn access_columns() -> Vec<Column> {
         column("tables", ColumnType::Text, false),
         column("policies", ColumnType::Text, false),
         column("purpose", ColumnType::Text, true),
+        // `table.filter, …`; NULL when no row filter restricted the read.
+        column("row_filters", ColumnType::Text, true),
+        // The reason of a break-glass read; NULL for an ordinary read.
+        column("emergency", ColumnType::Text, true),
     ]
 }
 
@@ -186,8 +193,95 @@ pub fn access_rows(ctx: &QueryContext<'_>) -> Result<Vec<Row>, QueryError> {
                 Value::Text(access.tables.join(", ")),
                 Value::Text(access.policies.join(", ")),
                 access.purpose.map_or(Value::Null, Value::Text),
+                if access.row_filters.is_empty() {
+                    Value::Null
+                } else {
+                    Value::Text(access.row_filters.join(", "))
+                },
+                access.emergency.map_or(Value::Null, Value::Text),
             ]);
         }
     }
     Ok(rows)
+}
+
+/// One row per (table or view, role) with privileges: the stored access lists, and the
+/// default one of every current table and view that has none.
+pub fn grants_columns() -> Vec<Column> {
+    vec![
+        column("table_name", ColumnType::Text, false),
+        column("role", ColumnType::Text, false),
+        column("privileges", ColumnType::Text, false),
+        // `default` (no GRANT or REVOKE on the name yet) or `granted`.
+        column("source", ColumnType::Text, false),
+    ]
+}
+
+pub fn grants_rows(ctx: &QueryContext<'_>) -> Vec<Row> {
+    let Some(tenant) = ctx.catalog.tenant(ctx.tenant) else {
+        return Vec::new();
+    };
+    let mut lists: std::collections::BTreeMap<String, (kimberlite_kernel::access::Acl, &str)> =
+        tenant
+            .grants()
+            .map(|(name, acl)| (name.clone(), (acl.clone(), "granted")))
+            .collect();
+    let views = tenant
+        .projections()
+        .filter_map(|projection| projection.active_version())
+        .flat_map(|version| version.tables.iter().map(|table| table.name.clone()));
+    let tables = tenant
+        .tables(None)
+        .into_iter()
+        .map(|table| table.name.clone());
+    for name in tables.chain(views) {
+        lists
+            .entry(name.clone())
+            .or_insert_with(|| (tenant.acl(&name).into_owned(), "default"));
+    }
+    let mut rows = Vec::new();
+    for (name, (acl, source)) in lists {
+        for (role, privileges) in &acl.roles {
+            rows.push(vec![
+                Value::Text(name.clone()),
+                Value::Text(role.clone()),
+                Value::Text(kimberlite_kernel::access::describe_privileges(privileges)),
+                Value::Text(source.to_string()),
+            ]);
+        }
+    }
+    rows
+}
+
+/// One row per row filter (`CREATE POLICY`).
+pub fn row_filters_columns() -> Vec<Column> {
+    vec![
+        column("table_name", ColumnType::Text, false),
+        column("name", ColumnType::Text, false),
+        column("kind", ColumnType::Text, false),
+        column("roles", ColumnType::Text, false),
+        column("condition", ColumnType::Text, false),
+        column("created_at", ColumnType::BigInt, false),
+        column("created_by", ColumnType::Text, false),
+    ]
+}
+
+pub fn row_filters_rows(ctx: &QueryContext<'_>) -> Vec<Row> {
+    let Some(tenant) = ctx.catalog.tenant(ctx.tenant) else {
+        return Vec::new();
+    };
+    tenant
+        .row_filters()
+        .map(|filter| {
+            vec![
+                Value::Text(filter.table.clone()),
+                Value::Text(filter.name.clone()),
+                Value::Text(filter.kind.name().to_string()),
+                Value::Text(filter.roles.join(", ")),
+                Value::Text(filter.using.clone()),
+                integer(filter.created_at),
+                Value::Text(filter.created_by.clone()),
+            ]
+        })
+        .collect()
 }

@@ -446,3 +446,52 @@ fn assignment_converts_only_what_is_safe() {
         matches!(assign(Value::Real(-f64::NAN), ColumnType::Double), Ok(Value::Real(x)) if x.to_bits() == f64::NAN.to_bits())
     );
 }
+
+#[test]
+fn row_filter_session_values() {
+    let (scope, row) = scope();
+    let attributes = [("team".to_string(), "Ada".to_string())];
+    let session = Session {
+        attributes: &attributes,
+        purpose: Some("treatment"),
+    };
+    let run =
+        |text: &str, session: Session<'_>| match compile_filter(&parse_expr(text), &scope, session)
+        {
+            Ok(filter) => format!("{:?}", filter.matches(&row)),
+            Err(error) => format!("compile error: {error}"),
+        };
+    let mut out = String::new();
+    for text in [
+        "name = current_attribute('team')",
+        "name = current_attribute('nope')",
+        "NOT (name = current_attribute('nope'))",
+        "current_purpose() = 'treatment'",
+        "current_attribute(name) = 'x'",
+        "current_attribute('a', 'b') = 'x'",
+        "current_purpose('x') = 'x'",
+        "name",
+    ] {
+        out.push_str(&format!(
+            "{text}: {} / without session values: {}\n",
+            run(text, session),
+            run(text, Session::EMPTY)
+        ));
+    }
+    out.push_str(&format!(
+        "in a plain WHERE: {}\n",
+        compile(&parse_expr("current_purpose() = 'x'"), &scope, &[]).unwrap_err()
+    ));
+    expect![[r#"
+        name = current_attribute('team'): Ok(true) / without session values: Ok(false)
+        name = current_attribute('nope'): Ok(false) / without session values: Ok(false)
+        NOT (name = current_attribute('nope')): Ok(false) / without session values: Ok(false)
+        current_purpose() = 'treatment': Ok(true) / without session values: Ok(false)
+        current_attribute(name) = 'x': compile error: type mismatch in `current_attribute(name)`: current_attribute takes the attribute's name as a quoted string / without session values: compile error: type mismatch in `current_attribute(name)`: current_attribute takes the attribute's name as a quoted string
+        current_attribute('a', 'b') = 'x': compile error: CURRENT_ATTRIBUTE takes one argument, got 2 arguments / without session values: compile error: CURRENT_ATTRIBUTE takes one argument, got 2 arguments
+        current_purpose('x') = 'x': compile error: CURRENT_PURPOSE takes no arguments, got 1 arguments / without session values: compile error: CURRENT_PURPOSE takes no arguments, got 1 arguments
+        name: compile error: type mismatch in `name`: USING needs a BOOLEAN condition, got TEXT / without session values: compile error: type mismatch in `name`: USING needs a BOOLEAN condition, got TEXT
+        in a plain WHERE: current_purpose() is only available in a row filter (CREATE POLICY … USING (…))
+    "#]]
+    .assert_eq(&out);
+}

@@ -1445,3 +1445,146 @@ fn projection_and_policy_versions_through_records() {
         unknown: error: unknown policy `nope`
     "#]].assert_eq(&out);
 }
+
+#[test]
+fn grants_and_row_filters_are_logged_and_replayed() {
+    check(
+        "
+        tenant clinic
+        CREATE TABLE patients (id BIGINT PRIMARY KEY, name TEXT NOT NULL, region TEXT)
+        GRANT SELECT, INSERT ON patients TO analyst, public
+        REVOKE ALL ON patients FROM reader, public
+        GRANT SELECT ON kimberlite.log TO auditor
+        GRANT INSERT ON kimberlite.log TO auditor
+        GRANT SELECT ON nowhere TO analyst
+        CREATE POLICY eu ON patients FOR SELECT TO reader USING (region = current_attribute('region'))
+        CREATE POLICY eu ON patients FOR SELECT TO reader USING (true)
+        CREATE POLICY treat ON patients AS RESTRICTIVE FOR SELECT USING (current_purpose() = 'treatment')
+        CREATE POLICY bad ON patients FOR SELECT USING (nope = 1)
+        CREATE POLICY bad ON patients FOR SELECT USING (region)
+        CREATE POLICY bad ON patients FOR SELECT USING (id = $1)
+        CREATE POLICY bad ON nowhere FOR SELECT USING (true)
+        DROP POLICY treat ON patients
+        DROP POLICY treat ON patients
+        DROP POLICY IF EXISTS treat ON patients
+        DROP TABLE patients
+        GRANT SELECT ON patients TO historian
+        ",
+        expect![[r#"
+            tenant clinic
+              TenantCreated { tenant: 1, name: "clinic" }
+              t0@0 catalog TenantCreated stream=tenants {"tenant":1,"name":"clinic"}
+            CREATE TABLE patients (id BIGINT PRIMARY KEY, name TEXT NOT NULL, region TEXT)
+              TableCreated { table: "patients" }
+              t1@0 ddl CreateTable stream=patients {"table":"patients","columns":[{"name":"id","type":"BIGINT","nullable":false},{"name":"name","type":"TEXT","nullable":false},{"name":"region","type":"TEXT","nullable":true}],"primary_key":["id"]}
+            GRANT SELECT, INSERT ON patients TO analyst, public
+              AccessChanged { summary: "GRANT SELECT, INSERT ON patients TO analyst, public" }
+              t1@1 ddl Grant stream=patients {"table":"patients","privileges":["SELECT","INSERT"],"roles":["analyst","public"]}
+            REVOKE ALL ON patients FROM reader, public
+              AccessChanged { summary: "REVOKE SELECT, INSERT, UPDATE, DELETE ON patients FROM reader, public" }
+              t1@2 ddl Revoke stream=patients {"table":"patients","privileges":["SELECT","INSERT","UPDATE","DELETE"],"roles":["reader","public"]}
+            GRANT SELECT ON kimberlite.log TO auditor
+              AccessChanged { summary: "GRANT SELECT ON kimberlite.log TO auditor" }
+              t1@3 ddl Grant stream=kimberlite.log {"table":"kimberlite.log","privileges":["SELECT"],"roles":["auditor"]}
+            GRANT INSERT ON kimberlite.log TO auditor
+              error: invalid grant: `kimberlite.log` shows log payloads: only SELECT can be granted or revoked
+            GRANT SELECT ON nowhere TO analyst
+              error: unknown table `nowhere` (tables: patients)
+            CREATE POLICY eu ON patients FOR SELECT TO reader USING (region = current_attribute('region'))
+              AccessChanged { summary: "CREATE POLICY eu ON patients AS PERMISSIVE FOR SELECT TO reader" }
+              t1@4 ddl CreatePolicy stream=patients {"table":"patients","name":"eu","kind":"permissive","roles":["reader"],"using":"region = current_attribute('region')"}
+            CREATE POLICY eu ON patients FOR SELECT TO reader USING (true)
+              error: policy `eu` on `patients` already exists; DROP POLICY eu ON patients first
+            CREATE POLICY treat ON patients AS RESTRICTIVE FOR SELECT USING (current_purpose() = 'treatment')
+              AccessChanged { summary: "CREATE POLICY treat ON patients AS RESTRICTIVE FOR SELECT TO public" }
+              t1@5 ddl CreatePolicy stream=patients {"table":"patients","name":"treat","kind":"restrictive","roles":["public"],"using":"current_purpose() = 'treatment'"}
+            CREATE POLICY bad ON patients FOR SELECT USING (nope = 1)
+              error: unknown column `nope` (columns: id, name, region)
+            CREATE POLICY bad ON patients FOR SELECT USING (region)
+              error: type mismatch in `region`: USING needs a BOOLEAN condition, got TEXT
+            CREATE POLICY bad ON patients FOR SELECT USING (id = $1)
+              error: parameter $1 was not given (0 parameters given)
+            CREATE POLICY bad ON nowhere FOR SELECT USING (true)
+              error: unknown table `nowhere` (tables: patients)
+            DROP POLICY treat ON patients
+              AccessChanged { summary: "DROP POLICY treat ON patients" }
+              t1@6 ddl DropPolicy stream=patients {"table":"patients","name":"treat"}
+            DROP POLICY treat ON patients
+              error: no policy `treat` on `patients` (policies: eu)
+            DROP POLICY IF EXISTS treat ON patients
+              Skipped { notice: "policy `treat` on `patients` does not exist; nothing dropped" }
+              (no records; next position 7)
+            DROP TABLE patients
+              TableDropped { table: "patients" }
+              t1@7 ddl DropTable stream=patients {"table":"patients","table_id":0}
+            GRANT SELECT ON patients TO historian
+              AccessChanged { summary: "GRANT SELECT ON patients TO historian" }
+              t1@8 ddl Grant stream=patients {"table":"patients","privileges":["SELECT"],"roles":["historian"]}
+        "#]],
+    );
+}
+
+#[test]
+fn privileges_follow_the_default_list_until_the_first_grant() {
+    let mut harness = Harness::new();
+    for line in [
+        "tenant clinic",
+        "tenant bank",
+        "token 0 node admin",
+        "token 1 boss admin",
+        "token 1 clerk writer",
+        "token 1 viewer reader",
+        "token 1 inspector auditor",
+        "token 1 analyst analyst",
+        "token 2 banker reader",
+        "CREATE TABLE patients (id BIGINT PRIMARY KEY, region TEXT)",
+        "CREATE TABLE notes (id BIGINT PRIMARY KEY)",
+        "REVOKE SELECT ON patients FROM reader",
+        "GRANT SELECT ON patients TO analyst",
+        "GRANT SELECT ON notes TO auditor",
+        "CREATE POLICY eu ON patients FOR SELECT TO analyst, reader USING (region = 'eu')",
+    ] {
+        let out = harness.run(line);
+        assert!(!out.contains("error"), "{line}: {out}");
+    }
+    let mut out = String::new();
+    let catalog = harness.kernel.catalog();
+    for token in catalog.tokens() {
+        for table in ["patients", "notes"] {
+            let held: Vec<&str> = Privilege::ALL
+                .into_iter()
+                .filter(|privilege| catalog.may(token, 1, table, *privilege))
+                .map(Privilege::name)
+                .collect();
+            let filters: Vec<String> = catalog
+                .row_filters_for(1, table, &token.roles)
+                .iter()
+                .map(|filter| filter.qualified_name())
+                .collect();
+            out.push_str(&format!(
+                "{} on {table}: [{}] filters [{}]\n",
+                token.name,
+                held.join(" "),
+                filters.join(" ")
+            ));
+        }
+    }
+    expect![[r#"
+        analyst on patients: [SELECT] filters [patients.eu]
+        analyst on notes: [] filters []
+        banker on patients: [] filters [patients.eu]
+        banker on notes: [] filters []
+        boss on patients: [SELECT INSERT UPDATE DELETE] filters []
+        boss on notes: [SELECT INSERT UPDATE DELETE] filters []
+        clerk on patients: [SELECT INSERT UPDATE DELETE] filters []
+        clerk on notes: [SELECT INSERT UPDATE DELETE] filters []
+        inspector on patients: [] filters []
+        inspector on notes: [SELECT] filters []
+        node on patients: [SELECT INSERT UPDATE DELETE] filters []
+        node on notes: [SELECT INSERT UPDATE DELETE] filters []
+        viewer on patients: [] filters [patients.eu]
+        viewer on notes: [SELECT] filters []
+    "#]]
+    .assert_eq(&out);
+    harness.assert_replay_and_snapshot_agree();
+}

@@ -16,7 +16,49 @@ fn check(sql: &str, expected: Expect) {
 
 fn render(statement: &Statement) -> String {
     let opt = |expr: &Option<ast::Expr>| expr.as_ref().map_or("-".to_string(), ToString::to_string);
+    let requirements: Vec<String> = statement
+        .requirements()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let needs = format!(" needs [{}]", requirements.join(", "));
+    let shape = render_shape(statement, opt);
+    // SELECTs show their needs inline; CREATE TABLE always needs Ddl.
+    if matches!(statement, Statement::Select(_) | Statement::CreateTable(_)) {
+        shape
+    } else {
+        shape + &needs
+    }
+}
+
+fn render_shape(statement: &Statement, opt: impl Fn(&Option<ast::Expr>) -> String) -> String {
     match statement {
+        Statement::Grant(grant) | Statement::Revoke(grant) => {
+            let tables: Vec<String> = grant.tables.iter().map(ToString::to_string).collect();
+            format!(
+                "{} {} on [{}] roles {:?}",
+                if matches!(statement, Statement::Grant(_)) {
+                    "grant"
+                } else {
+                    "revoke"
+                },
+                crate::access::describe_privileges(&grant.privileges),
+                tables.join(", "),
+                grant.roles
+            )
+        }
+        Statement::CreatePolicy(create) => format!(
+            "policy {} on {} {} roles {:?} using {}",
+            create.name,
+            create.table,
+            create.kind.name(),
+            create.roles,
+            create.using
+        ),
+        Statement::DropPolicy(drop) => format!(
+            "drop policy {} on {} if_exists={}",
+            drop.name, drop.table, drop.if_exists
+        ),
         Statement::CreateTable(create) => {
             let columns: Vec<String> = create
                 .columns
@@ -133,7 +175,7 @@ fn render(statement: &Statement) -> String {
                 .collect();
             let group: Vec<String> = select.group_by.iter().map(ToString::to_string).collect();
             format!(
-                "select{} [{}] from [{}] where {} group [{}] having {} order [{}] limit {} offset {} actions {:?}",
+                "select{} [{}] from [{}] where {} group [{}] having {} order [{}] limit {} offset {} needs [{}]",
                 if select.distinct { " distinct" } else { "" },
                 items.join(", "),
                 from.join(", "),
@@ -143,7 +185,12 @@ fn render(statement: &Statement) -> String {
                 order.join(", "),
                 opt(&select.limit),
                 opt(&select.offset),
-                statement.actions(),
+                statement
+                    .requirements()
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
             )
         }
     }
@@ -236,11 +283,11 @@ fn create_table() {
 fn drop_table() {
     check(
         "DROP TABLE patients",
-        expect!["drop patients if_exists=false"],
+        expect!["drop patients if_exists=false needs [Ddl]"],
     );
     check(
         "drop table if exists Patients",
-        expect!["drop patients if_exists=true"],
+        expect!["drop patients if_exists=true needs [Ddl]"],
     );
     check(
         "DROP TABLE a, b",
@@ -262,11 +309,15 @@ fn drop_table() {
 fn dml() {
     check(
         "INSERT INTO patients VALUES (1, 'Ada', 'eu'), ($1, $2, NULL)",
-        expect!["insert patients columns=None rows=(1, 'Ada', 'eu') ($1, $2, NULL)"],
+        expect![
+            "insert patients columns=None rows=(1, 'Ada', 'eu') ($1, $2, NULL) needs [INSERT ON patients]"
+        ],
     );
     check(
         "insert into patients (ID, name) values (1, 'it''s')",
-        expect![[r#"insert patients columns=Some(["id", "name"]) rows=(1, 'it''s')"#]],
+        expect![[
+            r#"insert patients columns=Some(["id", "name"]) rows=(1, 'it''s') needs [INSERT ON patients]"#
+        ]],
     );
     check(
         "INSERT INTO t SELECT * FROM u",
@@ -282,11 +333,15 @@ fn dml() {
     );
     check(
         "UPDATE patients SET name = 'Bea', region = region || '!' WHERE id = 2",
-        expect!["update patients alias=None set name='Bea', region=region || '!' where id = 2"],
+        expect![
+            "update patients alias=None set name='Bea', region=region || '!' where id = 2 needs [SELECT ON patients, UPDATE ON patients]"
+        ],
     );
     check(
         "UPDATE patients AS p SET p.name = $1",
-        expect![[r#"update patients alias=Some("p") set name=$1 where -"#]],
+        expect![[
+            r#"update patients alias=Some("p") set name=$1 where - needs [UPDATE ON patients]"#
+        ]],
     );
     check(
         "UPDATE a SET x = 1 FROM b",
@@ -294,11 +349,13 @@ fn dml() {
     );
     check(
         "DELETE FROM patients WHERE id IN (1, 2)",
-        expect!["delete patients alias=None where id IN (1, 2)"],
+        expect![
+            "delete patients alias=None where id IN (1, 2) needs [SELECT ON patients, DELETE ON patients]"
+        ],
     );
     check(
         "DELETE FROM patients",
-        expect!["delete patients alias=None where -"],
+        expect!["delete patients alias=None where - needs [DELETE ON patients]"],
     );
     check(
         "DELETE FROM kimberlite.log",
@@ -313,31 +370,31 @@ fn select() {
     check(
         "SELECT * FROM patients",
         expect![
-            "select [*] from [patients] where - group [] having - order [] limit - offset - actions [Read]"
+            "select [*] from [patients] where - group [] having - order [] limit - offset - needs [SELECT ON patients]"
         ],
     );
     check(
         "SELECT DISTINCT p.*, name AS n, count(*) FROM patients p JOIN visits AS v ON v.patient = p.id, wards WHERE p.id > $1 GROUP BY name HAVING count(*) > 1 ORDER BY 2 DESC, name NULLS FIRST LIMIT 10 OFFSET $2",
         expect![
-            "select distinct [p.*, name AS n, count(*)] from [patients as p, visits as v on[v.patient = p.id], wards] where p.id > $1 group [name] having count(*) > 1 order [2 desc, name nulls_first] limit 10 offset $2 actions [Read]"
+            "select distinct [p.*, name AS n, count(*)] from [patients as p, visits as v on[v.patient = p.id], wards] where p.id > $1 group [name] having count(*) > 1 order [2 desc, name nulls_first] limit 10 offset $2 needs [SELECT ON patients, SELECT ON visits, SELECT ON wards]"
         ],
     );
     check(
         "SELECT 1 + 1",
         expect![
-            "select [1 + 1] from [] where - group [] having - order [] limit - offset - actions [Read]"
+            "select [1 + 1] from [] where - group [] having - order [] limit - offset - needs []"
         ],
     );
     check(
         "SELECT position, reason FROM kimberlite.log WHERE position >= 10 LIMIT 5",
         expect![
-            "select [position, reason] from [kimberlite.log] where position >= 10 group [] having - order [] limit 5 offset - actions [Audit]"
+            "select [position, reason] from [kimberlite.log] where position >= 10 group [] having - order [] limit 5 offset - needs [Audit]"
         ],
     );
     check(
         "SELECT * FROM t CROSS JOIN kimberlite.tables",
         expect![
-            "select [*] from [t, kimberlite.tables] where - group [] having - order [] limit - offset - actions [Read, Audit]"
+            "select [*] from [t, kimberlite.tables] where - group [] having - order [] limit - offset - needs [Audit, SELECT ON t]"
         ],
     );
     check(
@@ -377,38 +434,38 @@ fn time_travel() {
     check(
         "SELECT * FROM patients AS OF POSITION 42",
         expect![
-            "select [*] from [patients as_of[CAST(42 AS BIGINT)]] where - group [] having - order [] limit - offset - actions [Read]"
+            "select [*] from [patients as_of[CAST(42 AS BIGINT)]] where - group [] having - order [] limit - offset - needs [SELECT ON patients]"
         ],
     );
     check(
         "select * from patients as of timestamp '2024-01-15 10:30:00' p where p.id = 1",
         expect![
-            "select [*] from [patients as p as_of[CAST('2024-01-15 10:30:00' AS TIMESTAMP)]] where p.id = 1 group [] having - order [] limit - offset - actions [Read]"
+            "select [*] from [patients as p as_of[CAST('2024-01-15 10:30:00' AS TIMESTAMP)]] where p.id = 1 group [] having - order [] limit - offset - needs [SELECT ON patients]"
         ],
     );
     check(
         "SELECT * FROM a AS OF POSITION $1 JOIN b AS OF TIMESTAMP $2 ON a.id = b.id",
         expect![
-            "select [*] from [a as_of[CAST($1 AS BIGINT)], b as_of[CAST($2 AS TIMESTAMP)] on[a.id = b.id]] where - group [] having - order [] limit - offset - actions [Read]"
+            "select [*] from [a as_of[CAST($1 AS BIGINT)], b as_of[CAST($2 AS TIMESTAMP)] on[a.id = b.id]] where - group [] having - order [] limit - offset - needs [SELECT ON a, SELECT ON b]"
         ],
     );
     check(
         "SELECT * FROM patients FOR SYSTEM_TIME AS OF '2024-01-15T10:30:00Z'",
         expect![
-            "select [*] from [patients as_of['2024-01-15T10:30:00Z']] where - group [] having - order [] limit - offset - actions [Read]"
+            "select [*] from [patients as_of['2024-01-15T10:30:00Z']] where - group [] having - order [] limit - offset - needs [SELECT ON patients]"
         ],
     );
     check(
         "SELECT * FROM patients FOR SYSTEM_TIME AS OF 7",
         expect![
-            "select [*] from [patients as_of[7]] where - group [] having - order [] limit - offset - actions [Read]"
+            "select [*] from [patients as_of[7]] where - group [] having - order [] limit - offset - needs [SELECT ON patients]"
         ],
     );
     // The rewrite works on tokens: the same words inside a string literal are untouched.
     check(
         "SELECT 'AS OF POSITION 3' AS x FROM kimberlite.log AS OF POSITION 3",
         expect![
-            "select ['AS OF POSITION 3' AS x] from [kimberlite.log as_of[CAST(3 AS BIGINT)]] where - group [] having - order [] limit - offset - actions [Audit]"
+            "select ['AS OF POSITION 3' AS x] from [kimberlite.log as_of[CAST(3 AS BIGINT)]] where - group [] having - order [] limit - offset - needs [Audit]"
         ],
     );
     check(
@@ -497,4 +554,151 @@ proptest! {
         }
         let _ = parse(&text);
     }
+}
+
+#[test]
+fn grant_revoke_and_policies() {
+    check(
+        "GRANT SELECT ON patients TO analyst",
+        expect!["grant SELECT on [patients] roles [\"analyst\"] needs [Ddl]"],
+    );
+    check(
+        "grant insert, select, SELECT on table Patients, visits to Analyst, \"Night Shift\", public",
+        expect![
+            "grant SELECT, INSERT on [patients, visits] roles [\"analyst\", \"Night Shift\", \"public\"] needs [Ddl]"
+        ],
+    );
+    check(
+        "GRANT ALL PRIVILEGES ON patients TO writer",
+        expect![
+            "grant SELECT, INSERT, UPDATE, DELETE on [patients] roles [\"writer\"] needs [Ddl]"
+        ],
+    );
+    check(
+        "REVOKE SELECT ON patients FROM reader",
+        expect!["revoke SELECT on [patients] roles [\"reader\"] needs [Ddl]"],
+    );
+    check(
+        "GRANT SELECT ON kimberlite.log TO auditor",
+        expect!["grant SELECT on [kimberlite.log] roles [\"auditor\"] needs [Ddl]"],
+    );
+    check(
+        "GRANT SELECT ON kimberlite.access TO auditor",
+        expect![
+            "error: a grant on `kimberlite.access` (system views are read by the admin and auditor roles; only kimberlite.log may be granted, for log payloads) is not supported yet"
+        ],
+    );
+    check(
+        "GRANT SELECT ON other.patients TO analyst",
+        expect![
+            "error: unknown schema `other` in `other.patients`: tables live in the tenant's own namespace; system views are `kimberlite.log` and `kimberlite.tables`"
+        ],
+    );
+    check(
+        "GRANT SELECT ON patients TO admin",
+        expect![
+            "error: role `admin` always holds every privilege; grant to or revoke from another role"
+        ],
+    );
+    check(
+        "GRANT SELECT (name) ON patients TO analyst",
+        expect!["error: column privileges is not supported yet"],
+    );
+    check(
+        "GRANT SELECT ON patients TO analyst WITH GRANT OPTION",
+        expect!["error: WITH GRANT OPTION (only admins grant) is not supported yet"],
+    );
+    check(
+        "GRANT TRUNCATE ON patients TO analyst",
+        expect![
+            "error: the privilege TRUNCATE (privileges: SELECT, INSERT, UPDATE, DELETE, ALL) is not supported yet"
+        ],
+    );
+    check(
+        "GRANT reader TO bob",
+        expect!["error: GRANT is not supported yet"],
+    );
+    check(
+        "CREATE POLICY eu ON patients FOR SELECT TO reader USING (region = current_attribute('region'))",
+        expect![
+            "policy eu on patients permissive roles [\"reader\"] using region = current_attribute('region') needs [Ddl]"
+        ],
+    );
+    check(
+        "CREATE POLICY p ON patients AS RESTRICTIVE FOR SELECT USING (current_purpose() = 'treatment')",
+        expect![
+            "policy p on patients restrictive roles [\"public\"] using current_purpose() = 'treatment' needs [Ddl]"
+        ],
+    );
+    check(
+        "CREATE POLICY p ON patients USING (true)",
+        expect![
+            "error: a policy for anything but SELECT (row filters apply to reads: write FOR SELECT) is not supported yet"
+        ],
+    );
+    check(
+        "CREATE POLICY p ON patients FOR SELECT TO admin USING (true)",
+        expect!["error: role `admin` is never filtered; name the roles the filter applies to"],
+    );
+    check(
+        "CREATE POLICY p ON patients FOR SELECT TO reader",
+        expect!["error: SQL syntax error: CREATE POLICY p needs USING (condition)"],
+    );
+    check(
+        "CREATE POLICY p ON kimberlite.log FOR SELECT USING (true)",
+        expect![
+            "error: the `kimberlite` schema holds read-only system views; `kimberlite.log` cannot be changed"
+        ],
+    );
+    check(
+        "DROP POLICY IF EXISTS eu ON patients",
+        expect!["drop policy eu on patients if_exists=true needs [Ddl]"],
+    );
+}
+
+#[test]
+fn requirements_of_reads_and_writes() {
+    check(
+        "INSERT INTO patients VALUES (1)",
+        expect!["insert patients columns=None rows=(1) needs [INSERT ON patients]"],
+    );
+    check(
+        "UPDATE patients SET name = 'x'",
+        expect!["update patients alias=None set name='x' where - needs [UPDATE ON patients]"],
+    );
+    check(
+        "UPDATE patients SET name = 'x' WHERE id = 1",
+        expect![
+            "update patients alias=None set name='x' where id = 1 needs [SELECT ON patients, UPDATE ON patients]"
+        ],
+    );
+    check(
+        "DELETE FROM patients WHERE id = 1",
+        expect![
+            "delete patients alias=None where id = 1 needs [SELECT ON patients, DELETE ON patients]"
+        ],
+    );
+    check(
+        "CREATE TABLE t (id BIGINT PRIMARY KEY)",
+        expect!["create t if_not_exists=false (id BIGINT NOT NULL) key=[0]"],
+    );
+}
+
+#[test]
+fn stored_filter_conditions_parse_back() {
+    for text in [
+        "region = current_attribute('region')",
+        "(a > 1 OR b IS NULL) AND c LIKE 'x%'",
+        "current_purpose() IN ('treatment', 'billing')",
+    ] {
+        let expr = parse_expr(text).unwrap();
+        assert_eq!(
+            parse_expr(&expr.to_string()).unwrap().to_string(),
+            expr.to_string()
+        );
+    }
+    assert_eq!(
+        parse_expr("a = 1 b").unwrap_err().to_string(),
+        "SQL syntax error: unexpected `b` after the expression"
+    );
 }

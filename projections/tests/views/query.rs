@@ -9,7 +9,7 @@ use kimberlite_kernel::{
 };
 use kimberlite_log::RecordHeader;
 use kimberlite_projections::query::{
-    AsOf, QUERY_ROWS_MAX, QueryContext, QueryError, ResultSet, execute,
+    AsOf, QUERY_ROWS_MAX, QueryContext, QueryError, Reader, ResultSet, execute,
 };
 use kimberlite_projections::{LogSource, MemoryLog, ViewStore};
 use proptest::prelude::*;
@@ -29,6 +29,15 @@ struct Node {
     reason: String,
     params: Vec<Value>,
     as_of: Option<AsOf>,
+    /// The caller of the next queries (`caller ROLES [k=v,…] [purpose=p]`); none: unfiltered.
+    caller: Option<Caller>,
+}
+
+/// A token's roles, attributes and purpose, for row filters.
+struct Caller {
+    roles: Vec<String>,
+    attributes: Vec<(String, String)>,
+    purpose: Option<String>,
 }
 
 fn parse_values(text: &str) -> Vec<Value> {
@@ -60,6 +69,7 @@ impl Node {
             reason: String::new(),
             params: Vec::new(),
             as_of: None,
+            caller: None,
         };
         node.command(
             SYSTEM_TENANT,
@@ -120,6 +130,14 @@ impl Node {
         as_of: Option<AsOf>,
     ) -> Result<ResultSet, QueryError> {
         let views = self.store.read().unwrap();
+        let reader = match &self.caller {
+            None => Reader::Unfiltered,
+            Some(caller) => Reader::Caller {
+                roles: &caller.roles,
+                attributes: &caller.attributes,
+                purpose: caller.purpose.as_deref(),
+            },
+        };
         let ctx = QueryContext {
             tenant: 1,
             catalog: self.kernel.catalog(),
@@ -128,6 +146,7 @@ impl Node {
             params,
             as_of,
             masker: None,
+            reader,
         };
         execute(select, &ctx)
     }
@@ -149,6 +168,32 @@ impl Node {
             }
             "params" => {
                 self.params = parse_values(rest);
+                String::new()
+            }
+            "caller" => {
+                // caller ROLE,ROLE [k=v,k=v] [purpose=p] | caller none
+                let mut parts = rest.split(' ');
+                let roles = parts.next().unwrap();
+                if roles == "none" {
+                    self.caller = None;
+                    return String::new();
+                }
+                let mut caller = Caller {
+                    roles: roles.split(',').map(str::to_string).collect(),
+                    attributes: Vec::new(),
+                    purpose: None,
+                };
+                for part in parts {
+                    for pair in part.split(',') {
+                        let (key, value) = pair.split_once('=').unwrap();
+                        if key == "purpose" {
+                            caller.purpose = Some(value.to_string());
+                        } else {
+                            caller.attributes.push((key.to_string(), value.to_string()));
+                        }
+                    }
+                }
+                self.caller = Some(caller);
                 String::new()
             }
             "reason" => {
@@ -206,6 +251,12 @@ fn render(result: &ResultSet, with_stats: bool) -> String {
     }
     if let Some(position) = result.as_of {
         out.push_str(&format!("  (as of position {position})\n"));
+    }
+    if !result.row_filters.is_empty() {
+        out.push_str(&format!(
+            "  (row filters: {})\n",
+            result.row_filters.join(", ")
+        ));
     }
     if with_stats {
         let stats = result.stats;
@@ -799,7 +850,7 @@ fn the_log_system_view() {
               1
               (read: 0 scanned, 0 key lookups, 18 log headers)
             ? SELECT * FROM kimberlite.logs
-              error: unknown system view `kimberlite.logs` (system views: kimberlite.log, kimberlite.tables, kimberlite.projections, kimberlite.policies, kimberlite.access)
+              error: unknown system view `kimberlite.logs` (system views: kimberlite.log, kimberlite.tables, kimberlite.projections, kimberlite.policies, kimberlite.access, kimberlite.grants, kimberlite.row_filters)
         "#]],
     );
 }
@@ -1001,6 +1052,7 @@ fn lagging_views_and_unreadable_logs_are_reported() {
         params: &[],
         as_of: None,
         masker: None,
+        reader: Reader::Unfiltered,
     };
     out.push_str(&format!(
         "broken log: {}\n",
@@ -1018,4 +1070,86 @@ fn lagging_views_and_unreadable_logs_are_reported() {
           18
         broken log: cannot read the log: record 0 fails its CRC
     "#]].assert_eq(&out);
+}
+
+#[test]
+fn row_filters_hide_rows_on_every_path() {
+    check(
+        "
+        CREATE POLICY home ON patients FOR SELECT TO clinician USING (region = current_attribute('region'))
+        CREATE POLICY treat ON visits AS RESTRICTIVE FOR SELECT TO clinician USING (current_purpose() = 'treatment')
+        caller clinician region=eu purpose=treatment
+        ? SELECT * FROM patients ORDER BY id
+        ?+ SELECT * FROM patients WHERE id = 5
+        ? SELECT COUNT(*), MAX(name) FROM patients
+        ? SELECT p.name, v.day FROM visits v JOIN patients p ON p.id = v.patient ORDER BY 1
+        ? SELECT v.day, p.name FROM patients p JOIN visits v ON v.patient = p.id
+        ? SELECT * FROM patients AS OF POSITION 2 ORDER BY id
+        caller clinician region=us
+        ? SELECT * FROM patients ORDER BY id
+        ? SELECT * FROM visits
+        caller clinician
+        ? SELECT * FROM patients
+        caller reader,nurse region=eu
+        ? SELECT COUNT(*) FROM patients
+        caller admin,clinician region=eu
+        ? SELECT COUNT(*) FROM patients
+        caller none
+        DROP TABLE patients
+        CREATE TABLE patients (id BIGINT PRIMARY KEY)
+        caller clinician region=eu
+        ? SELECT * FROM patients
+        ? SELECT name FROM patients AS OF POSITION 16 ORDER BY id
+        ",
+        expect![[r#"
+            ? SELECT * FROM patients ORDER BY id
+              id BIGINT | name TEXT | region TEXT
+              3 | Cy | eu
+              (row filters: patients.home)
+            ?+ SELECT * FROM patients WHERE id = 5
+              id BIGINT | name TEXT | region TEXT
+              (row filters: patients.home)
+              (read: 0 scanned, 1 key lookups, 0 log headers)
+            ? SELECT COUNT(*), MAX(name) FROM patients
+              count BIGINT | max TEXT
+              1 | Cy
+              (row filters: patients.home)
+            ? SELECT p.name, v.day FROM visits v JOIN patients p ON p.id = v.patient ORDER BY 1
+              name TEXT | day BIGINT
+              Cy | 1
+              (row filters: visits.treat, patients.home)
+            ? SELECT v.day, p.name FROM patients p JOIN visits v ON v.patient = p.id
+              day BIGINT | name TEXT
+              1 | Cy
+              (row filters: patients.home, visits.treat)
+            ? SELECT * FROM patients AS OF POSITION 2 ORDER BY id
+              id BIGINT | name TEXT | region TEXT
+              1 | Ada | eu
+              (as of position 2)
+              (row filters: patients.home)
+            ? SELECT * FROM patients ORDER BY id
+              id BIGINT | name TEXT | region TEXT
+              5 | Ed | us
+              (row filters: patients.home)
+            ? SELECT * FROM visits
+              patient BIGINT | day BIGINT | ward TEXT | cost DOUBLE
+              (row filters: visits.treat)
+            ? SELECT * FROM patients
+              id BIGINT | name TEXT | region TEXT
+              (row filters: patients.home)
+            ? SELECT COUNT(*) FROM patients
+              count BIGINT
+              4
+            ? SELECT COUNT(*) FROM patients
+              count BIGINT
+              4
+            ? SELECT * FROM patients
+              error: row filter `patients.home` cannot be applied to `patients` as read here (unknown column `region` (columns: id)), so the read was refused
+            ? SELECT name FROM patients AS OF POSITION 16 ORDER BY id
+              name TEXT
+              Cy
+              (as of position 16)
+              (row filters: patients.home)
+        "#]],
+    );
 }
