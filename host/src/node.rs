@@ -446,7 +446,7 @@ impl Node {
     }
 
     /// Creates an admin token with this hash unless the node has a token (a cluster's first
-    /// primary does this with the hash `cluster init` wrote).
+    /// primary does this with the hash `cluster init` wrote; a single node at its first start).
     pub(crate) async fn create_admin_token(&self, hash: [u8; 32]) -> Result<(), WireError> {
         if self.catalog().tokens().next().is_some() {
             return Ok(());
@@ -456,7 +456,7 @@ impl Node {
             0,
             0,
             "kimberlite",
-            "cluster first start: admin token",
+            "first start: admin token",
             CommandBody::CreateToken {
                 tenant: SYSTEM_TENANT,
                 name: "admin".into(),
@@ -474,21 +474,7 @@ impl Node {
             return Ok(None);
         }
         let (token, hash) = new_token();
-        let command = self.command(
-            SYSTEM_TENANT,
-            0,
-            0,
-            "kimberlite",
-            "first start: node admin token",
-            CommandBody::CreateToken {
-                tenant: SYSTEM_TENANT,
-                name: "admin".into(),
-                secret_hash: hash,
-                roles: vec!["admin".into()],
-                attributes: Vec::new(),
-            },
-        );
-        self.write(vec![command])
+        self.create_admin_token(hash)
             .await
             .map_err(|error| anyhow::anyhow!("{error}"))?;
         Ok(Some(token))
