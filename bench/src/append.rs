@@ -185,6 +185,7 @@ pub fn run(settings: &Settings, ceiling: &Ceiling) -> anyhow::Result<()> {
 /// The benchmark's record at `index` (timestamps strictly increase, as the log requires).
 fn record(index: u64) -> NewRecord {
     NewRecord {
+        key_id: 1,
         meta: RecordMeta {
             kind: RecordKind::Event,
             event_type: "Deposited".into(),
@@ -267,6 +268,7 @@ impl DirectLog {
 
 pub fn event() -> WireEvent {
     WireEvent {
+        subject: None,
         stream: "accounts".into(),
         event_type: "Deposited".into(),
         payload: vec![b'x'; EVENT_BYTES],

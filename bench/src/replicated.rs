@@ -290,6 +290,7 @@ impl<'a> Sessions<'a> {
             tenant,
             CommandBody::Append {
                 events: vec![AppendEvent {
+                    subject: None,
                     stream: "accounts".into(),
                     event_type: "Deposited".into(),
                     payload: vec![0x42; EVENT_BYTES],

@@ -137,6 +137,8 @@ pub struct Proven {
     pub head: proof::TrustedHead,
     /// The head trusted before, which `head` was proven to extend.
     pub previous: Option<proof::TrustedHead>,
+    /// `head` as the node signed it (signature and public key), for others to check again.
+    pub signed: protocol::WireTreeHead,
     /// The record asked for, proven to be at its position in `head`.
     pub record: Option<LogRecord>,
     /// Hashes in the inclusion and consistency proofs that were checked.
@@ -439,6 +441,35 @@ impl Client {
         self.write_request("rollback", request).await
     }
 
+    /// Starts a new data key for the tenant's new records (see `Request::KeyRotate`).
+    pub async fn rotate_key(
+        &self,
+        tenant: &str,
+        reason: &str,
+    ) -> Result<WriteOutcome, ClientError> {
+        let request = Request::KeyRotate {
+            tenant: tenant.into(),
+            reason: reason.into(),
+        };
+        self.write_request("key-rotate", request).await
+    }
+
+    /// Erases a data subject (see `Request::Erase`); the outcome's position is the erasure
+    /// record's.
+    pub async fn erase(
+        &self,
+        tenant: &str,
+        subject: &str,
+        reason: &str,
+    ) -> Result<WriteOutcome, ClientError> {
+        let request = Request::Erase {
+            tenant: tenant.into(),
+            subject: subject.into(),
+            reason: reason.into(),
+        };
+        self.write_request("erase", request).await
+    }
+
     async fn write_request(
         &self,
         what: &'static str,
@@ -559,6 +590,7 @@ impl Client {
         Ok(Proven {
             head,
             previous,
+            signed: bundle.head.clone(),
             record: bundle.record,
             inclusion_hashes: bundle.inclusion.len(),
             consistency_hashes: bundle.consistency.len(),

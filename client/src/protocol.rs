@@ -156,6 +156,18 @@ pub enum Request {
         from: u64,
         limit: u32,
     },
+    /// Starts a new data key for the tenant's new records (admin); older records keep the
+    /// key they were written under. The rotation is a record of the log.
+    KeyRotate { tenant: String, reason: String },
+    /// Erases a data subject (GDPR art. 17; admin): destroys the subject's key (the records
+    /// stay, their payloads become unreadable), writes an erasure record, and removes the
+    /// subject's rows from every table and every version. Answered like a write; the
+    /// erasure record's position is what `Proof` then attests.
+    Erase {
+        tenant: String,
+        subject: String,
+        reason: String,
+    },
 }
 
 impl Request {
@@ -173,6 +185,8 @@ impl Request {
             Request::ReadLog { .. } => "read-log",
             Request::ModuleDeploy { .. } => "module-deploy",
             Request::ModuleRollback { .. } => "module-rollback",
+            Request::KeyRotate { .. } => "key-rotate",
+            Request::Erase { .. } => "erase",
         }
     }
 }
@@ -209,6 +223,10 @@ pub struct WireEvent {
     pub event_type: String,
     #[serde(with = "serde_bytes")]
     pub payload: Vec<u8>,
+    /// The data subject the event is about (a patient, a customer): encrypted under the
+    /// subject's own key, so `kimberlite erase` can shred it.
+    #[serde(default)]
+    pub subject: Option<String>,
 }
 
 /// A value on the wire (the kernel's `Value`, mirrored so clients need no server crates).
@@ -375,6 +393,10 @@ pub struct LogRecord {
     /// the record's table (nor on `kimberlite.log`). The hash still proves the record.
     #[serde(default)]
     pub redacted: bool,
+    /// The record's data subject was erased: its key is destroyed and the payload is gone
+    /// for good. The hash still proves the record.
+    #[serde(default)]
+    pub erased: bool,
 }
 
 /// A typed error: the code for programs, the message for people.
@@ -585,6 +607,7 @@ mod tests {
         check_round_trip(Request::Append {
             tenant: "bank".into(),
             events: vec![WireEvent {
+                subject: None,
                 stream: "accounts".into(),
                 event_type: "Deposited".into(),
                 payload: br#"{"account":"a1","amount":100}"#.to_vec(),
@@ -616,6 +639,7 @@ mod tests {
                     payload: b"{}".to_vec(),
                     hash: vec![7; 32],
                     redacted: false,
+                    erased: false,
                 }],
                 end: 2,
             }),

@@ -143,6 +143,25 @@ pub enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Erase a data subject (GDPR art. 17): destroy the subject's key, write an erasure
+    /// record, remove its rows from every table and version, and print an attestation: the
+    /// erasure record proven (inclusion proof, checked here) to be in the tenant's log under
+    /// a tree head signed by a trusted node key, bound to that head's chain head.
+    Erase {
+        #[arg(long)]
+        tenant: String,
+        /// The subject's id as records name it (a table's subject column, an event's subject).
+        #[arg(long)]
+        subject: String,
+        /// Why (required): part of the erasure record auditors see.
+        #[arg(long)]
+        reason: String,
+    },
+    /// The tenant's encryption keys.
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
     /// Append application events to a stream.
     Append {
         #[arg(long)]
@@ -154,6 +173,10 @@ pub enum Command {
         kind: String,
         #[arg(long, default_value = "")]
         reason: String,
+        /// The data subject the events are about (a patient, a customer): they are encrypted
+        /// under the subject's own key, which `kimberlite erase` destroys.
+        #[arg(long)]
+        subject: Option<String>,
         /// The JSON payload, or `-` to read one JSON payload per line from stdin.
         payload: String,
     },
@@ -261,6 +284,19 @@ pub enum TokenCommand {
         /// The principal name recorded with this token's writes.
         #[arg(long)]
         name: Option<String>,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Start a new data key for the tenant's new records (admin). Older records stay
+    /// readable under the key they were written with; the rotation is a log record
+    /// (kind key-rotation, stream kimberlite.keys).
+    Rotate {
+        #[arg(long)]
+        tenant: String,
         #[arg(long, default_value = "")]
         reason: String,
     },
@@ -443,15 +479,36 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Erase {
+            tenant,
+            subject,
+            reason,
+        } => crate::cli_proof::erase(&connection, &tenant, &subject, &reason).await,
+        Command::Key { command } => {
+            let client = connection.connect().await?;
+            match command {
+                KeyCommand::Rotate { tenant, reason } => {
+                    let written = client.rotate_key(&tenant, &reason).await?;
+                    println!("{}", written.summary);
+                }
+            }
+            Ok(())
+        }
         Command::Append {
             tenant,
             stream,
             kind,
             reason,
+            subject,
             payload,
         } => {
             let client = connection.connect().await?;
-            append(&client, &tenant, &stream, &kind, &reason, &payload).await
+            let event = EventTarget {
+                stream: &stream,
+                kind: &kind,
+                subject: subject.as_deref(),
+            };
+            append(&client, &tenant, &event, &reason, &payload).await
         }
         Command::Log { command } => {
             let client = connection.connect().await?;
@@ -525,11 +582,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// Where appended events go: their stream, type and data subject.
+struct EventTarget<'a> {
+    stream: &'a str,
+    kind: &'a str,
+    subject: Option<&'a str>,
+}
+
 async fn append(
     client: &Client,
     tenant: &str,
-    stream: &str,
-    kind: &str,
+    target: &EventTarget<'_>,
     reason: &str,
     payload: &str,
 ) -> anyhow::Result<()> {
@@ -537,8 +600,9 @@ async fn append(
         serde_json::from_str::<serde_json::Value>(payload)
             .with_context(|| format!("the payload is not JSON: {payload}"))?;
         Ok(WireEvent {
-            stream: stream.to_string(),
-            event_type: kind.to_string(),
+            subject: target.subject.map(str::to_string),
+            stream: target.stream.to_string(),
+            event_type: target.kind.to_string(),
             payload: payload.as_bytes().to_vec(),
         })
     };
@@ -615,7 +679,9 @@ pub fn describe_record(record: &kimberlite_client::LogRecord, payloads: bool) ->
     } else {
         format!(" reason={:?}", record.reason)
     };
-    let payload = if record.redacted {
+    let payload = if record.erased {
+        " (erased: the data subject's key is destroyed)".to_string()
+    } else if record.redacted {
         " (payload withheld: no grant on this table)".to_string()
     } else if payloads {
         format!(" {}", String::from_utf8_lossy(&record.payload))

@@ -113,6 +113,57 @@ pub async fn verify_remote(connection: &Connection, tenant: &str) -> anyhow::Res
     Ok(())
 }
 
+/// `kimberlite erase`: the erasure, then its attestation (proven here, printed as JSON).
+pub async fn erase(
+    connection: &Connection,
+    tenant: &str,
+    subject: &str,
+    reason: &str,
+) -> anyhow::Result<()> {
+    let client = connect(connection, tenant).await?;
+    let written = client.erase(tenant, subject, reason).await?;
+    eprintln!("{}", written.summary);
+    let (_, position) = written
+        .positions
+        .context("the node answered the erasure without its record's position")?;
+    let proven = client.prove(tenant, Some(position)).await?;
+    let record = proven.record.as_ref().context("the node sent no record")?;
+    let erased: serde_json::Value = serde_json::from_slice(&record.payload)
+        .context("the erasure record's payload is not JSON")?;
+    if record.event_type != "SubjectErased" || erased["subject"] != subject {
+        anyhow::bail!(
+            "the record at position {position} is not the erasure of `{subject}`: {}",
+            describe_record(record, true)
+        );
+    }
+    save(connection, tenant, &proven.head)?;
+    let attestation = serde_json::json!({
+        "attestation": "kimberlite-erasure-v1",
+        "tenant": tenant,
+        "partition": proven.signed.partition,
+        "subject": subject,
+        "key_id": erased["key_id"],
+        "reason": record.reason,
+        "erased_by": record.principal,
+        "position": position,
+        "timestamp_ns": record.timestamp_ns,
+        "record_hash": hex::encode(&record.hash),
+        "tree_size": proven.signed.size,
+        "root": hex::encode(&proven.signed.root),
+        "chain_head": hex::encode(&proven.signed.chain_head),
+        "head_timestamp_ns": proven.signed.timestamp_ns,
+        "node_public_key": hex::encode(&proven.signed.public_key),
+        "signature": hex::encode(&proven.signed.signature),
+        "inclusion_proof_hashes": proven.inclusion_hashes,
+    });
+    println!("{}", serde_json::to_string_pretty(&attestation)?);
+    eprintln!(
+        "ok  erasure record {position} is in the signed tree of {} records (inclusion proof of {} hashes checked)",
+        proven.signed.size, proven.inclusion_hashes
+    );
+    Ok(())
+}
+
 pub async fn prove(connection: &Connection, tenant: &str, position: u64) -> anyhow::Result<()> {
     let client = connect(connection, tenant).await?;
     let proven = client.prove(tenant, Some(position)).await?;

@@ -19,7 +19,7 @@
 //! the tables and the logs agree again before the first request is served.
 
 use crate::convert;
-use crate::keys::{self, MasterKey};
+use crate::keys::{self, MasterKey, TenantKeys};
 use crate::modules::{self, Modules, PolicyMasker, Report};
 use anyhow::{Context, bail};
 use kimberlite_client::protocol::{
@@ -32,7 +32,7 @@ use kimberlite_kernel::sql::{self, Requirement, Statement};
 use kimberlite_kernel::{
     AppendEvent, Command, CommandBody, Kernel, KernelError, Outcome, SYSTEM_TENANT, TenantId,
 };
-use kimberlite_log::{KeyRing, LogConfig, LogReader, NewRecord, NodeKey, PartitionLog, Position};
+use kimberlite_log::{LogConfig, LogReader, NewRecord, NodeKey, PartitionLog, Position};
 use kimberlite_projections::ViewStore;
 use kimberlite_projections::query::{self, QueryContext};
 use sha2::{Digest, Sha256};
@@ -260,14 +260,16 @@ impl Node {
 
         let mut report = OpenReport::default();
         let mut logs = BTreeMap::new();
+        let mut tenant_keys = BTreeMap::new();
         let mut transaction = views
             .begin()
             .context("cannot begin the recovery transaction")?;
         // The system partition first: replaying it may add tenants whose logs open next.
         let mut pending: Vec<TenantId> = vec![SYSTEM_TENANT];
         while let Some(tenant) = pending.pop() {
-            let (log, recovery) =
+            let (log, keys, recovery) =
                 open_partition(&layout, &master, &node_key, &options.log, tenant)?;
+            tenant_keys.insert(tenant, keys);
             if let Some(note) = recovery {
                 report.notes.push(note);
             }
@@ -283,6 +285,24 @@ impl Node {
             logs.insert(tenant, log);
             if tenant == SYSTEM_TENANT {
                 pending.extend(kernel.catalog().tenants().map(|tenant| tenant.id));
+            }
+        }
+        // A crash between an erasure record becoming durable and its key being destroyed
+        // leaves the key: destroy it now, before anything reads.
+        for state in kernel.catalog().tenants() {
+            for (_, subject) in state.subjects() {
+                if subject.erased_at.is_some()
+                    && let (Some(keys), Some(log)) =
+                        (tenant_keys.get_mut(&state.id), logs.get_mut(&state.id))
+                    && !keys.is_destroyed(subject.key_id)
+                {
+                    keys.destroy(subject.key_id)?;
+                    log.set_keys(keys.ring());
+                    report.notes.push(format!(
+                        "partition {}: destroyed key {} of an erasure interrupted by a crash",
+                        state.id, subject.key_id
+                    ));
+                }
             }
         }
         transaction.set_kernel_snapshot(&kernel.snapshot())?;
@@ -307,6 +327,7 @@ impl Node {
             shared: shared.clone(),
             kernel,
             logs,
+            keys: tenant_keys,
             master,
             node_key,
             log_config: options.log,
@@ -690,6 +711,18 @@ impl Node {
                         if !reason.is_empty() {
                             tracing::debug!(%reason, "reason given for a read");
                         }
+                        let reads_views = catalog.tenant(tenant_id).is_some_and(|state| {
+                            select
+                                .from
+                                .iter()
+                                .any(|item| state.view(&item.table.name).is_some())
+                        });
+                        let after = match (after, erased_through(&catalog, tenant_id)) {
+                            (after, Some(erased)) if reads_views => {
+                                Some(after.map_or(erased, |after| after.max(erased)))
+                            }
+                            (after, _) => after,
+                        };
                         if let Some(after) = after {
                             self.wait_for_views(tenant_id, after).await?;
                         }
@@ -802,10 +835,12 @@ impl Node {
                              stream,
                              event_type,
                              payload,
+                             subject,
                          }| AppendEvent {
                             stream,
                             event_type,
                             payload,
+                            subject,
                         },
                     )
                     .collect();
@@ -871,6 +906,52 @@ impl Node {
                 };
                 let command =
                     self.command(tenant_id, client.0, client.1, &token.name, &reason, body);
+                Ok(written_response(&self.write(vec![command]).await?))
+            }
+            Request::Erase {
+                tenant,
+                subject,
+                reason,
+            } => {
+                let tenant_id = resolve_tenant(&catalog, &token, &tenant)?;
+                require(
+                    &token,
+                    tenant_id,
+                    Action::Ddl,
+                    "erase a data subject (requires role admin)",
+                )?;
+                if reason.trim().is_empty() {
+                    return Err(bad_request(
+                        "an erasure needs a reason (--reason): it is part of the record auditors see"
+                            .to_string(),
+                    ));
+                }
+                let command = self.command(
+                    tenant_id,
+                    client.0,
+                    client.1,
+                    &token.name,
+                    &reason,
+                    CommandBody::Erase { subject },
+                );
+                Ok(written_response(&self.write(vec![command]).await?))
+            }
+            Request::KeyRotate { tenant, reason } => {
+                let tenant_id = resolve_tenant(&catalog, &token, &tenant)?;
+                require(
+                    &token,
+                    tenant_id,
+                    Action::Ddl,
+                    "rotate the tenant's data key (requires role admin)",
+                )?;
+                let command = self.command(
+                    tenant_id,
+                    client.0,
+                    client.1,
+                    &token.name,
+                    &reason,
+                    CommandBody::RotateKey,
+                );
                 Ok(written_response(&self.write(vec![command]).await?))
             }
             Request::ReadLog {
@@ -1237,6 +1318,7 @@ fn wire_record(record: kimberlite_log::Record) -> LogRecord {
         payload: record.payload,
         hash: record.header.hash.to_vec(),
         redacted: false,
+        erased: record.erased,
     }
 }
 
@@ -1592,6 +1674,12 @@ fn summarize(written: &Written) -> String {
         }
         Some(Outcome::Skipped { notice }) => notice.clone(),
         Some(Outcome::AccessChanged { summary }) => summary.clone(),
+        Some(Outcome::SubjectErased { subject, key_id }) => format!(
+            "ERASE {subject}: key {key_id} destroyed; its rows left every table (now and AS OF), its log records read as erased"
+        ),
+        Some(Outcome::KeyRotated { key_id }) => format!(
+            "KEY ROTATE: data key {key_id} encrypts the tenant's records from here on (older records keep their key)"
+        ),
         Some(Outcome::ProjectionDeployed { name }) => match written.positions {
             Some((_, version)) => format!(
                 "DEPLOY PROJECTION {name} version {version} (builds from position 0 in the background; see kimberlite.projections)"
@@ -1671,23 +1759,27 @@ fn open_partition(
     node_key: &Arc<NodeKey>,
     config: &LogConfig,
     tenant: TenantId,
-) -> anyhow::Result<(PartitionLog, Option<String>)> {
+) -> anyhow::Result<(PartitionLog, TenantKeys, Option<String>)> {
     let tenant_dir = layout.tenant_dir(tenant);
     let log_dir = layout.log_dir(tenant);
     std::fs::create_dir_all(&log_dir)
         .with_context(|| format!("cannot create {}", log_dir.display()))?;
     let keys = tenant_keys(master, tenant, &tenant_dir, &log_dir)?;
-    let (log, recovery) =
-        PartitionLog::open(&log_dir, tenant, keys, node_key.clone(), config.clone()).with_context(
-            || format!("refusing to serve partition {tenant}: its log cannot be opened"),
-        )?;
+    let (log, recovery) = PartitionLog::open(
+        &log_dir,
+        tenant,
+        keys.ring(),
+        node_key.clone(),
+        config.clone(),
+    )
+    .with_context(|| format!("refusing to serve partition {tenant}: its log cannot be opened"))?;
     let note = recovery
         .truncated()
         .then(|| format!("partition {tenant}: {recovery}"));
     if let Some(note) = &note {
         tracing::warn!("{note}");
     }
-    Ok((log, note))
+    Ok((log, keys, note))
 }
 
 /// Loads a partition's data keys, creating them for a partition whose log is empty.
@@ -1696,9 +1788,9 @@ fn tenant_keys(
     tenant: TenantId,
     tenant_dir: &Path,
     log_dir: &Path,
-) -> anyhow::Result<KeyRing> {
+) -> anyhow::Result<TenantKeys> {
     if keys::key_file_path(tenant_dir).exists() {
-        return keys::load_tenant_keys(master, tenant, tenant_dir);
+        return TenantKeys::load(master, tenant, tenant_dir);
     }
     let log_is_empty = std::fs::read_dir(log_dir)
         .with_context(|| format!("cannot list {}", log_dir.display()))?
@@ -1710,7 +1802,44 @@ fn tenant_keys(
             keys::key_file_path(tenant_dir).display()
         );
     }
-    keys::create_tenant_keys(master, tenant, tenant_dir)
+    TenantKeys::create(master, tenant, tenant_dir)
+}
+
+/// After an erasure: every live projection version of `tenant` starts over from position 0
+/// with empty tables, in the erasure's own transaction. Projections see no event of an
+/// erased subject (its key is destroyed), so the rebuilt views hold nothing derived from it,
+/// at any position; view queries wait for the rebuild (see `erased_through`).
+fn restart_views(
+    catalog: &Catalog,
+    tenant: TenantId,
+    write: &mut kimberlite_projections::ViewWrite<'_>,
+) -> Result<(), kimberlite_kernel::StoreError> {
+    let Some(state) = catalog.tenant(tenant) else {
+        return Ok(());
+    };
+    for projection in state.projections() {
+        for version in projection.live_versions() {
+            for table in &version.tables {
+                kimberlite_kernel::RowStore::purge(write, tenant, table.id, &|_| true)?;
+            }
+            write.set_progress(
+                tenant,
+                version.version,
+                &kimberlite_projections::ProjectionProgress::GENESIS,
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// The position of the tenant's last erasure, if any: view queries wait until the views have
+/// been rebuilt past it, so none answers with rows derived from an erased subject.
+fn erased_through(catalog: &Catalog, tenant: TenantId) -> Option<Position> {
+    catalog
+        .tenant(tenant)?
+        .subjects()
+        .filter_map(|(_, subject)| subject.erased_at)
+        .max()
 }
 
 /// Re-applies the records of `log` from `from` to its end. Returns how many.
@@ -1761,6 +1890,8 @@ struct Writer {
     shared: Arc<Shared>,
     kernel: Kernel,
     logs: BTreeMap<TenantId, PartitionLog>,
+    /// Each partition's keys; a change is stored before a record that needs it is appended.
+    keys: BTreeMap<TenantId, TenantKeys>,
     master: MasterKey,
     node_key: Arc<NodeKey>,
     log_config: LogConfig,
@@ -1856,6 +1987,9 @@ impl Writer {
         let mut replies = Vec::with_capacity(batch.len());
         let mut catalog_changed = false;
         let mut failure = None;
+        // Subject keys to destroy once the erasure records are durable (destroying first
+        // and crashing would shred data with no record saying why).
+        let mut erasures: Vec<(TenantId, u32)> = Vec::new();
         for job in &batch {
             let mut written = Written {
                 outcomes: Vec::new(),
@@ -1882,6 +2016,13 @@ impl Writer {
                     if tenant == command.tenant {
                         written_here += 1;
                     }
+                    // A rotated data key or a new subject's key: created (and stored)
+                    // before the first record under it is appended.
+                    if failure.is_none()
+                        && let Err(error) = self.add_key(tenant, record.key_id)
+                    {
+                        failure = Some(format!("{error:#}"));
+                    }
                     pending.entry(tenant).or_default().push(record);
                 }
                 if written_here > 0 {
@@ -1901,6 +2042,16 @@ impl Writer {
                             ));
                         }
                     }
+                    Outcome::SubjectErased { key_id, .. } => {
+                        erasures.push((effects.partition, *key_id));
+                        if let Err(error) = restart_views(
+                            self.kernel.catalog(),
+                            effects.partition,
+                            &mut transaction,
+                        ) {
+                            failure = Some(format!("the view store failed: {error}"));
+                        }
+                    }
                     Outcome::TokenCreated { .. }
                     | Outcome::TableCreated { .. }
                     | Outcome::TableDropped { .. }
@@ -1915,6 +2066,7 @@ impl Writer {
                     }
                     Outcome::Appended { .. }
                     | Outcome::AccessRecorded
+                    | Outcome::KeyRotated { .. }
                     | Outcome::Skipped { .. } => {}
                 }
                 written.outcomes.push(effects.outcome);
@@ -1935,6 +2087,11 @@ impl Writer {
         }
         if let Err(error) = self.make_durable(&pending, &mut transaction) {
             return Err((error, batch));
+        }
+        for (tenant, key_id) in erasures {
+            if let Err(error) = self.destroy_key(tenant, key_id) {
+                return Err((format!("{error:#}"), batch));
+            }
         }
         if let Err(error) = transaction.set_kernel_snapshot(&self.kernel.snapshot()) {
             return Err((format!("cannot store the kernel snapshot: {error}"), batch));
@@ -1999,8 +2156,40 @@ impl Writer {
         Ok(())
     }
 
+    /// Destroys key `key_id` of `tenant` (crypto-shredding) in its key file and its log's ring.
+    fn destroy_key(&mut self, tenant: TenantId, key_id: u32) -> anyhow::Result<()> {
+        let keys = self
+            .keys
+            .get_mut(&tenant)
+            .with_context(|| format!("partition {tenant} has no keys"))?;
+        keys.destroy(key_id)?;
+        self.logs
+            .get_mut(&tenant)
+            .with_context(|| format!("partition {tenant} has no log"))?
+            .set_keys(keys.ring());
+        Ok(())
+    }
+
+    /// Makes sure `tenant` holds key `key_id`: creates and stores it if new and gives it to
+    /// the partition's log, before any record encrypted under it is appended.
+    fn add_key(&mut self, tenant: TenantId, key_id: u32) -> anyhow::Result<()> {
+        let keys = self
+            .keys
+            .get_mut(&tenant)
+            .with_context(|| format!("partition {tenant} has no keys"))?;
+        if keys.has(key_id) {
+            return Ok(());
+        }
+        keys.add_key(key_id)?;
+        self.logs
+            .get_mut(&tenant)
+            .with_context(|| format!("partition {tenant} has no log"))?
+            .set_keys(keys.ring());
+        Ok(())
+    }
+
     fn open_new_tenant(&mut self, tenant: TenantId) -> anyhow::Result<()> {
-        let (log, _) = open_partition(
+        let (log, keys, _) = open_partition(
             &self.shared.layout,
             &self.master,
             &self.node_key,
@@ -2014,6 +2203,7 @@ impl Writer {
             .expect("readers lock")
             .insert(tenant, log.reader());
         self.logs.insert(tenant, log);
+        self.keys.insert(tenant, keys);
         Ok(())
     }
 }

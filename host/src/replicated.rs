@@ -104,7 +104,8 @@ use anyhow::{Context, bail};
 use kimberlite_consensus::StateMachine;
 use kimberlite_kernel::{
     AppendEvent, Catalog, Command, CommandBody, ErrorClass, Kernel, KernelError, Outcome, Row,
-    RowStore, SYSTEM_TENANT, StoreError, TableId, TenantId, Value, ViewSchema,
+    RowStore, SUBJECT_KEY_ID_FIRST, SYSTEM_TENANT, StoreError, TableId, TenantId, Value,
+    ViewSchema,
 };
 use kimberlite_log::{
     DataKey, FrameBatch, GENESIS_HASH, Hash, KeyRing, LogConfig, LogReader, NewRecord, NodeKey,
@@ -127,13 +128,12 @@ pub const SNAPSHOT_FORMAT: u32 = 1;
 /// A refusal's message is cut to this many bytes (at a character boundary), so a reply stays
 /// far below `kimberlite_consensus::constants::reply_bytes_max` whatever the kernel said.
 pub const REFUSAL_MESSAGE_BYTES_MAX: usize = 4 << 10;
-/// The id of the (derived) data key of every partition until key rotation exists.
-pub const TENANT_DATA_KEY_ID: u32 = 1;
 /// Records read from a log per step, when comparing re-committed records with the log and
 /// when rebuilding the view store.
 const LOG_READ_RECORDS_MAX: usize = 1_024;
-/// BLAKE3 `derive_key` context: fixed forever, or every derived key changes.
-const TENANT_KEY_CONTEXT: &str = "kimberlite 2025-06 cluster tenant data key v1";
+/// BLAKE3 `derive_key` contexts: fixed forever, or every derived key changes.
+const TENANT_KEK_CONTEXT: &str = "kimberlite 2026-11 cluster tenant key-encryption key v2";
+const DATA_KEY_CONTEXT: &str = "kimberlite 2026-11 cluster tenant data key v2";
 /// Bytes of a [`ClusterSecret`].
 pub const CLUSTER_SECRET_BYTES: usize = 32;
 
@@ -193,21 +193,32 @@ impl ClusterKeys {
         ClusterKeys { cluster, secret }
     }
 
-    /// Data key `key_id` of `tenant`'s partition (the system partition is tenant 0):
-    /// BLAKE3 `derive_key(context, secret ‖ cluster ‖ tenant ‖ key_id)`, integers little-endian.
-    pub fn data_key(&self, tenant: TenantId, key_id: u32) -> DataKey {
-        let mut material = Zeroizing::new(Vec::with_capacity(CLUSTER_SECRET_BYTES + 16 + 8 + 4));
+    /// Data key `key_id` of `tenant`'s partition (the system partition is tenant 0), the same
+    /// hierarchy as a single node's, derived instead of stored: the tenant's KEK is BLAKE3
+    /// `derive_key(KEK context, secret ‖ cluster ‖ tenant)`, and data key `k` is
+    /// `derive_key(data key context, KEK ‖ k)`, integers little-endian. A data subject's key
+    /// (ids from `SUBJECT_KEY_ID_FIRST`) is never derived: derived keys cannot be destroyed.
+    pub fn data_key(&self, tenant: TenantId, key_id: u32) -> Option<DataKey> {
+        if key_id >= SUBJECT_KEY_ID_FIRST {
+            return None;
+        }
+        let mut material = Zeroizing::new(Vec::with_capacity(CLUSTER_SECRET_BYTES + 16 + 8));
         material.extend_from_slice(self.secret.0.as_slice());
         material.extend_from_slice(&self.cluster.to_le_bytes());
         material.extend_from_slice(&tenant.to_le_bytes());
+        let kek = Zeroizing::new(blake3::derive_key(TENANT_KEK_CONTEXT, &material));
+        let mut material = Zeroizing::new(Vec::with_capacity(kek.len() + 4));
+        material.extend_from_slice(kek.as_slice());
         material.extend_from_slice(&key_id.to_le_bytes());
-        let key = Zeroizing::new(blake3::derive_key(TENANT_KEY_CONTEXT, &material));
-        DataKey::new(key_id, *key)
+        let key = Zeroizing::new(blake3::derive_key(DATA_KEY_CONTEXT, &material));
+        Some(DataKey::new(key_id, *key))
     }
 
-    /// The key ring a partition's log is opened with.
+    /// The key ring a partition's log is opened with: it derives whichever data key a record
+    /// names, so a rotation needs no key distribution.
     pub fn ring(&self, tenant: TenantId) -> KeyRing {
-        KeyRing::new(self.data_key(tenant, TENANT_DATA_KEY_ID))
+        let keys = self.clone();
+        KeyRing::derived(Arc::new(move |key_id| keys.data_key(tenant, key_id)))
     }
 }
 
@@ -305,6 +316,10 @@ enum BodyV1 {
         #[serde(default)]
         emergency: Option<String>,
     },
+    RotateKey,
+    Erase {
+        subject: String,
+    },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -313,6 +328,8 @@ struct EventV1 {
     event_type: String,
     #[serde(with = "serde_bytes")]
     payload: Vec<u8>,
+    #[serde(default)]
+    subject: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -320,6 +337,12 @@ struct ViewSchemaV1 {
     name: String,
     columns: Vec<kimberlite_kernel::Column>,
     primary_key: Vec<usize>,
+}
+
+/// A replica's kernel: per-subject keys are refused (see `ClusterKeys::data_key`).
+fn cluster_kernel(mut kernel: Kernel) -> Kernel {
+    kernel.refuse_subject_keys();
+    kernel
 }
 
 /// The bytes to submit for `command`. Its `timestamp_ns`, `client_id` and `request` are not
@@ -348,6 +371,7 @@ pub fn encode_command(command: &Command) -> Vec<u8> {
                     stream: event.stream,
                     event_type: event.event_type,
                     payload: event.payload,
+                    subject: event.subject,
                 })
                 .collect(),
         },
@@ -409,6 +433,8 @@ pub fn encode_command(command: &Command) -> Vec<u8> {
             row_filters,
             emergency,
         },
+        CommandBody::RotateKey => BodyV1::RotateKey,
+        CommandBody::Erase { subject } => BodyV1::Erase { subject },
     };
     let mirror = CommandV1 {
         tenant: command.tenant,
@@ -463,6 +489,7 @@ pub fn decode_command(
                     stream: event.stream,
                     event_type: event.event_type,
                     payload: event.payload,
+                    subject: event.subject,
                 })
                 .collect(),
         },
@@ -524,6 +551,8 @@ pub fn decode_command(
             row_filters,
             emergency,
         },
+        BodyV1::RotateKey => CommandBody::RotateKey,
+        BodyV1::Erase { subject } => CommandBody::Erase { subject },
     };
     Ok(Command {
         tenant: mirror.tenant,
@@ -610,6 +639,8 @@ pub enum ReplyOutcome {
     AccessRecorded,
     Skipped { notice: String },
     AccessChanged { summary: String },
+    KeyRotated { key_id: u32 },
+    SubjectErased { subject: String, key_id: u32 },
 }
 
 impl ReplyOutcome {
@@ -637,6 +668,10 @@ impl ReplyOutcome {
             ReplyOutcome::AccessRecorded => Outcome::AccessRecorded,
             ReplyOutcome::Skipped { notice } => Outcome::Skipped { notice },
             ReplyOutcome::AccessChanged { summary } => Outcome::AccessChanged { summary },
+            ReplyOutcome::KeyRotated { key_id } => Outcome::KeyRotated { key_id },
+            ReplyOutcome::SubjectErased { subject, key_id } => {
+                Outcome::SubjectErased { subject, key_id }
+            }
         }
     }
 }
@@ -665,6 +700,10 @@ impl From<Outcome> for ReplyOutcome {
             Outcome::AccessRecorded => ReplyOutcome::AccessRecorded,
             Outcome::Skipped { notice } => ReplyOutcome::Skipped { notice },
             Outcome::AccessChanged { summary } => ReplyOutcome::AccessChanged { summary },
+            Outcome::KeyRotated { key_id } => ReplyOutcome::KeyRotated { key_id },
+            Outcome::SubjectErased { subject, key_id } => {
+                ReplyOutcome::SubjectErased { subject, key_id }
+            }
         }
     }
 }
@@ -942,7 +981,7 @@ impl KernelStateMachine {
             log_config: options.log,
             keys: options.keys,
             node_key,
-            kernel: Kernel::new(),
+            kernel: cluster_kernel(Kernel::new()),
             logs: RefCell::new(BTreeMap::new()),
             views,
             views_ahead: BTreeMap::new(),
@@ -1060,8 +1099,9 @@ impl KernelStateMachine {
             log.sync()
                 .with_context(|| format!("cannot sync partition {tenant}"))?;
         }
-        let kernel =
-            Kernel::restore(&snapshot.kernel).context("the checkpoint's kernel is damaged")?;
+        let kernel = cluster_kernel(
+            Kernel::restore(&snapshot.kernel).context("the checkpoint's kernel is damaged")?,
+        );
         let (applied, _) = self
             .views()
             .applied()
@@ -1184,7 +1224,7 @@ impl KernelStateMachine {
             .clear()
             .with_context(|| format!("cannot clear the view store {}", path.display()))?;
         let logs = self.logs.get_mut();
-        let mut kernel = Kernel::new();
+        let mut kernel = cluster_kernel(Kernel::new());
         let mut write = views.begin()?;
         let mut replayed = 0;
         // The system partition first: it creates the tenants whose records follow.
@@ -1343,6 +1383,7 @@ impl KernelStateMachine {
                 Outcome::RowsAffected { .. }
                     | Outcome::Appended { .. }
                     | Outcome::AccessRecorded
+                    | Outcome::KeyRotated { .. }
                     | Outcome::Skipped { .. }
             );
             observer.committed(catalog_changed.then(|| self.kernel.catalog()), opened);
@@ -1701,5 +1742,25 @@ impl RowStore for Rows<'_, '_> {
             .overlay
             .insert((tenant, table, encoded_key(key)), None);
         Ok(())
+    }
+
+    fn purge(
+        &mut self,
+        tenant: TenantId,
+        table: TableId,
+        matches: &dyn Fn(&Row) -> bool,
+    ) -> Result<u64, StoreError> {
+        // Erasure is refused in a cluster (`Kernel::refuse_subject_keys`); were it not, a
+        // partition whose views lag could not be purged through the overlay.
+        if self
+            .behind
+            .as_ref()
+            .is_some_and(|behind| behind.tenants.contains_key(&tenant))
+        {
+            return Err(StoreError::Backend(format!(
+                "cannot erase rows of partition {tenant} while its view store is behind the log"
+            )));
+        }
+        self.write.purge(tenant, table, matches)
     }
 }

@@ -451,6 +451,7 @@ async fn a_tenant_cannot_read_write_prove_or_name_another() {
             let append = |tenant: &str| Request::Append {
                 tenant: tenant.into(),
                 events: vec![kimberlite_client::WireEvent {
+                    subject: None,
                     stream: "accounts-x".into(),
                     event_type: "Stolen".into(),
                     payload: b"{}".to_vec(),

@@ -20,6 +20,7 @@ async fn start(dir: &Path) -> EmbeddedServer {
 async fn append(client: &Client, tag: &str, count: usize) {
     let events = (0..count)
         .map(|index| WireEvent {
+            subject: None,
             stream: "accounts".into(),
             event_type: "Deposited".into(),
             payload: format!("{{\"tag\":\"{tag}\",\"n\":{index}}}").into_bytes(),

@@ -82,6 +82,7 @@ async fn wait_for(client: &Client, tenant: &str, sql: &str, want: &str) {
 
 fn event(kind: &str, payload: &serde_json::Value) -> WireEvent {
     WireEvent {
+        subject: None,
         stream: "accounts".into(),
         event_type: kind.into(),
         payload: payload.to_string().into_bytes(),
@@ -622,11 +623,13 @@ async fn hostile_modules_are_refused_or_faulted_and_others_go_on() {
     for (module, kind, _) in hostile {
         let tenant = module.replace('_', "-");
         let calm = WireEvent {
+            subject: None,
             stream: "s".into(),
             event_type: "Calm".into(),
             payload: b"{}".to_vec(),
         };
         let bad = WireEvent {
+            subject: None,
             event_type: kind.into(),
             ..calm.clone()
         };

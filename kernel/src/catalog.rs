@@ -44,6 +44,20 @@ pub struct Tenant {
     /// Row filters (`CREATE POLICY`), by table or view name, then by filter name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     row_filters: BTreeMap<String, BTreeMap<String, RowFilter>>,
+    /// Data subjects named by the tenant's records, each with its own key id.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    subjects: BTreeMap<String, Subject>,
+}
+
+/// A data subject (a patient, a customer): records naming it are encrypted under its key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Subject {
+    /// From `SUBJECT_KEY_ID_FIRST` on, one per subject, in order of first appearance.
+    pub key_id: u32,
+    /// The position of its `SubjectKeyCreated` record.
+    pub created_at: Position,
+    /// The position of its `SubjectErased` record: its key is destroyed.
+    pub erased_at: Option<Position>,
 }
 
 /// One version of a table: created by a `CreateTable` record, possibly ended by a `DropTable`.
@@ -60,6 +74,9 @@ pub struct TableDef {
     pub created_at: Position,
     /// The position of its `DropTable` record; the table exists before it, not at it.
     pub dropped_at: Option<Position>,
+    /// The column naming each row's data subject (`WITH (subject = 'column')`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<usize>,
 }
 
 impl TableDef {
@@ -376,6 +393,7 @@ impl Catalog {
             policies: BTreeMap::new(),
             grants: BTreeMap::new(),
             row_filters: BTreeMap::new(),
+            subjects: BTreeMap::new(),
         };
         self.tenants.insert(id, tenant);
     }
@@ -505,6 +523,54 @@ impl Tenant {
             .get(table)
             .into_iter()
             .flat_map(BTreeMap::values)
+    }
+
+    pub fn subject(&self, name: &str) -> Option<&Subject> {
+        self.subjects.get(name)
+    }
+
+    /// Every data subject, by name.
+    pub fn subjects(&self) -> impl Iterator<Item = (&String, &Subject)> {
+        self.subjects.iter()
+    }
+
+    /// The key id the next new subject gets.
+    pub fn next_subject_key(&self) -> u32 {
+        crate::kernel::SUBJECT_KEY_ID_FIRST + self.subjects.len() as u32
+    }
+
+    pub(crate) fn add_subject(&mut self, name: String, key_id: u32, position: Position) {
+        assert_eq!(
+            key_id,
+            self.next_subject_key(),
+            "subject keys come in order"
+        );
+        self.subjects.insert(
+            name,
+            Subject {
+                key_id,
+                created_at: position,
+                erased_at: None,
+            },
+        );
+    }
+
+    pub(crate) fn erase_subject(&mut self, name: &str, position: Position) {
+        let subject = self
+            .subjects
+            .get_mut(name)
+            .expect("only known subjects are erased");
+        subject.erased_at = Some(position);
+    }
+
+    /// Every table version with a subject column (dropped ones too: their history is
+    /// readable AS OF), as (table id, column index).
+    pub fn subject_tables(&self) -> Vec<(TableId, usize)> {
+        self.tables
+            .values()
+            .flatten()
+            .filter_map(|table| table.subject.map(|column| (table.id, column)))
+            .collect()
     }
 
     pub fn row_filter(&self, table: &str, name: &str) -> Option<&RowFilter> {

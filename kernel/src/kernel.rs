@@ -101,6 +101,11 @@ pub enum CommandBody {
         /// The emergency reason of a break-glass read.
         emergency: Option<String>,
     },
+    /// Starts a new data key for the partition's new records (older records keep theirs).
+    RotateKey,
+    /// Erases a data subject: its key is destroyed (by the host, once the record is
+    /// durable), its rows leave every table and every version, its records read as erased.
+    Erase { subject: String },
 }
 
 /// One application event of an `Append`.
@@ -109,6 +114,8 @@ pub struct AppendEvent {
     pub stream: String,
     pub event_type: String,
     pub payload: Vec<u8>,
+    /// The data subject the event is about: encrypted under the subject's own key.
+    pub subject: Option<String>,
 }
 
 /// What a command did.
@@ -171,6 +178,16 @@ pub enum Outcome {
         to: Position,
     },
     AccessRecorded,
+    /// The partition's new records are encrypted under data key `key_id` from the next
+    /// record on; the host must hold that key before it appends them.
+    KeyRotated {
+        key_id: u32,
+    },
+    /// A subject was erased: the host must destroy key `key_id` once the record is durable.
+    SubjectErased {
+        subject: String,
+        key_id: u32,
+    },
     /// GRANT, REVOKE, CREATE POLICY or DROP POLICY: what changed.
     AccessChanged {
         summary: String,
@@ -277,6 +294,14 @@ pub enum KernelError {
     },
     #[error("policy `{name}` on `{table}` already exists; DROP POLICY {name} ON {table} first")]
     RowFilterExists { table: String, name: String },
+    #[error("no record of this tenant names the data subject `{0}`")]
+    UnknownSubject(String),
+    #[error(
+        "data subject `{subject}` was erased at position {position}: its key is destroyed and no record may name it again"
+    )]
+    SubjectErased { subject: String, position: Position },
+    #[error("{0}")]
+    SubjectKeysRefused(String),
     #[error("`{table}` has {max} policies, the most table_row_filters_max allows; drop one first")]
     TooManyRowFilters { table: String, max: usize },
 }
@@ -303,13 +328,15 @@ impl KernelError {
             | KernelError::UnknownTable { .. }
             | KernelError::UnknownColumn { .. }
             | KernelError::UnknownModule { .. }
-            | KernelError::UnknownRowFilter { .. } => ErrorClass::NotFound,
+            | KernelError::UnknownRowFilter { .. }
+            | KernelError::UnknownSubject(_) => ErrorClass::NotFound,
             KernelError::TenantExists(_)
             | KernelError::DuplicateToken
             | KernelError::TableExists(_)
             | KernelError::NameInUse(_)
             | KernelError::DuplicateKey { .. }
-            | KernelError::RowFilterExists { .. } => ErrorClass::Conflict,
+            | KernelError::RowFilterExists { .. }
+            | KernelError::SubjectErased { .. } => ErrorClass::Conflict,
             KernelError::TooManyTables { .. }
             | KernelError::TooManyRowFilters { .. }
             | KernelError::ValueTooLarge { .. }
@@ -324,16 +351,41 @@ impl KernelError {
             | KernelError::Invalid { .. }
             | KernelError::NullViolation { .. }
             | KernelError::QueryAsCommand
+            | KernelError::SubjectKeysRefused(_)
             | KernelError::StreamIsTable(_) => ErrorClass::BadRequest,
         }
     }
 }
 
-/// Where a partition's next record goes, and the timestamp records may not go below.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Where a partition's next record goes, the timestamp records may not go below, and the
+/// data key its records are encrypted under.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Partition {
     pub next_position: Position,
     pub last_timestamp_ns: u64,
+    /// The id of the partition's current data key: [`FIRST_DATA_KEY_ID`], then one more at
+    /// every `RotateKey`.
+    #[serde(default = "first_data_key_id")]
+    pub data_key: u32,
+}
+
+impl Default for Partition {
+    fn default() -> Partition {
+        Partition {
+            next_position: 0,
+            last_timestamp_ns: 0,
+            data_key: FIRST_DATA_KEY_ID,
+        }
+    }
+}
+
+/// The data key every partition starts with.
+pub const FIRST_DATA_KEY_ID: u32 = 1;
+/// Data key ids stay below this; ids from here on belong to data subjects' keys.
+pub const SUBJECT_KEY_ID_FIRST: u32 = 1 << 31;
+
+fn first_data_key_id() -> u32 {
+    FIRST_DATA_KEY_ID
 }
 
 /// The kernel: catalog plus per-partition positions.
@@ -341,6 +393,8 @@ pub struct Partition {
 pub struct Kernel {
     catalog: Catalog,
     partitions: BTreeMap<TenantId, Partition>,
+    /// Set by a cluster's state machine (equal on every replica; not in the snapshot).
+    subject_keys_refused: bool,
 }
 
 /// The snapshot layout; `format` changes whenever the layout does.
@@ -365,6 +419,7 @@ enum Change {
         name: String,
         columns: Vec<Column>,
         primary_key: Vec<usize>,
+        subject: Option<usize>,
     },
     TableDropped {
         name: String,
@@ -399,12 +454,27 @@ enum Change {
         table: String,
         name: String,
     },
+    /// The partition's data key becomes `key_id` after this record.
+    KeyRotated {
+        key_id: u32,
+    },
+    /// A data subject's first record: it gets key `key_id`.
+    SubjectKeyCreated {
+        subject: String,
+        key_id: u32,
+    },
+    /// The subject's rows leave every table, in every version.
+    SubjectErased {
+        subject: String,
+    },
     /// A record that changes no kernel state (application events).
     None,
 }
 
 /// A record to write and the change it makes.
 struct Entry {
+    /// The data subject the record names: encrypted under the subject's key.
+    subject: Option<String>,
     kind: RecordKind,
     event_type: String,
     stream: String,
@@ -525,6 +595,7 @@ impl Kernel {
                 Plan {
                     partition: tenant,
                     entries: vec![Entry {
+                        subject: None,
                         kind: RecordKind::Access,
                         event_type: payload::EVENT_READ.to_string(),
                         stream: payload::STREAM_ACCESS.to_string(),
@@ -534,6 +605,8 @@ impl Kernel {
                     outcome: Outcome::AccessRecorded,
                 }
             }
+            CommandBody::RotateKey => self.plan_rotate_key(cmd)?,
+            CommandBody::Erase { subject } => self.plan_erase(cmd, subject)?,
         };
         self.commit(cmd, plan, rows)
     }
@@ -546,11 +619,19 @@ impl Kernel {
     ) -> Result<Effects, KernelError> {
         let partition = self.partition(plan.partition);
         let first_position = partition.next_position;
+        // A rotation takes effect after its own record: the whole plan uses the key current
+        // when it started.
+        let key_id = partition.data_key;
         // Timestamps never decrease within a partition, whatever the node's clock did.
         let timestamp_ns = cmd.timestamp_ns.max(partition.last_timestamp_ns);
-        let mut records = Vec::with_capacity(plan.entries.len());
-        let mut changes = Vec::with_capacity(plan.entries.len());
-        for (offset, entry) in plan.entries.into_iter().enumerate() {
+        let entries = self.with_subject_keys(plan.partition, plan.entries)?;
+        let mut records = Vec::with_capacity(entries.len());
+        let mut changes = Vec::with_capacity(entries.len());
+        for (offset, (entry, key_id)) in entries
+            .into_iter()
+            .map(|(entry, subject_key)| (entry, subject_key.unwrap_or(key_id)))
+            .enumerate()
+        {
             let meta = RecordMeta {
                 kind: entry.kind,
                 event_type: entry.event_type,
@@ -566,6 +647,7 @@ impl Kernel {
                 plan.partition,
                 NewRecord {
                     meta,
+                    key_id,
                     payload: entry.payload,
                 },
             ));
@@ -573,13 +655,9 @@ impl Kernel {
         }
         self.apply_changes(plan.partition, changes, &cmd.principal, rows)?;
         if !records.is_empty() {
-            self.partitions.insert(
-                plan.partition,
-                Partition {
-                    next_position: first_position + records.len() as u64,
-                    last_timestamp_ns: timestamp_ns,
-                },
-            );
+            let state = self.partitions.entry(plan.partition).or_default();
+            state.next_position = first_position + records.len() as u64;
+            state.last_timestamp_ns = timestamp_ns;
         }
         Ok(Effects {
             records,
@@ -587,6 +665,78 @@ impl Kernel {
             first_position,
             outcome: plan.outcome,
         })
+    }
+
+    /// Pairs each entry with its subject's key id (`None`: the partition's data key),
+    /// putting a `SubjectKeyCreated` before the first record of a subject never seen.
+    /// A subject that was erased cannot be named again.
+    fn with_subject_keys(
+        &self,
+        tenant: TenantId,
+        entries: Vec<Entry>,
+    ) -> Result<Vec<(Entry, Option<u32>)>, KernelError> {
+        if entries.iter().all(|entry| entry.subject.is_none()) {
+            return Ok(entries.into_iter().map(|entry| (entry, None)).collect());
+        }
+        if self.subject_keys_refused {
+            return Err(subject_keys_refused());
+        }
+        let state = self
+            .catalog
+            .tenant(tenant)
+            .ok_or(KernelError::UnknownTenant(tenant))?;
+        let mut created: BTreeMap<String, u32> = BTreeMap::new();
+        let mut out = Vec::with_capacity(entries.len() + 1);
+        for entry in entries {
+            let Some(subject) = entry.subject.clone() else {
+                out.push((entry, None));
+                continue;
+            };
+            check_name("subject", &subject, NAME_BYTES_MAX, "name_bytes_max")?;
+            let key_id = match (state.subject(&subject), created.get(&subject)) {
+                (Some(known), _) => {
+                    if let Some(erased_at) = known.erased_at {
+                        return Err(KernelError::SubjectErased {
+                            subject,
+                            position: erased_at,
+                        });
+                    }
+                    known.key_id
+                }
+                (None, Some(&key_id)) => key_id,
+                (None, None) => {
+                    let key_id = state.next_subject_key() + created.len() as u32;
+                    created.insert(subject.clone(), key_id);
+                    let key = payload::SubjectKey {
+                        subject: subject.clone(),
+                        key_id,
+                    };
+                    out.push((
+                        Entry {
+                            subject: None,
+                            kind: RecordKind::KeyRotation,
+                            event_type: payload::EVENT_SUBJECT_KEY_CREATED.to_string(),
+                            stream: payload::STREAM_KEYS.to_string(),
+                            payload: payload::to_json(&key),
+                            change: Change::SubjectKeyCreated {
+                                subject: subject.clone(),
+                                key_id,
+                            },
+                        },
+                        None,
+                    ));
+                    key_id
+                }
+            };
+            out.push((entry, Some(key_id)));
+        }
+        Ok(out)
+    }
+
+    /// In a cluster: per-subject keys (and erasure) are refused, since a cluster's keys are
+    /// derived from its shared secret and a derived key cannot be destroyed.
+    pub fn refuse_subject_keys(&mut self) {
+        self.subject_keys_refused = true;
     }
 
     /// Row changes first (the only ones that can fail), then catalog changes, so a store
@@ -605,6 +755,18 @@ impl Kernel {
                     rows.upsert(tenant, *table, key, std::mem::take(row), *position)?
                 }
                 Change::Remove { table, key } => rows.remove(tenant, *table, key, *position)?,
+                Change::SubjectErased { subject } => {
+                    let tables = self
+                        .catalog
+                        .tenant(tenant)
+                        .map(|state| state.subject_tables())
+                        .unwrap_or_default();
+                    for (table, column) in tables {
+                        rows.purge(tenant, table, &|row: &Row| {
+                            subject_value_is(&row[column], subject)
+                        })?;
+                    }
+                }
                 _ => {}
             }
         }
@@ -619,6 +781,7 @@ impl Kernel {
                     name,
                     columns,
                     primary_key,
+                    subject,
                 } => self.catalog.add_table(
                     tenant,
                     TableDef {
@@ -628,6 +791,7 @@ impl Kernel {
                         primary_key,
                         created_at: position,
                         dropped_at: None,
+                        subject,
                     },
                 ),
                 Change::TableDropped { name } => self.catalog.drop_table(tenant, &name, position),
@@ -674,6 +838,19 @@ impl Kernel {
                     .tenant_mut(tenant)
                     .expect("policies are dropped in existing tenants")
                     .drop_row_filter(&table, &name),
+                Change::KeyRotated { key_id } => {
+                    self.partitions.entry(tenant).or_default().data_key = key_id;
+                }
+                Change::SubjectKeyCreated { subject, key_id } => self
+                    .catalog
+                    .tenant_mut(tenant)
+                    .expect("subjects live in existing tenants")
+                    .add_subject(subject, key_id, position),
+                Change::SubjectErased { subject } => self
+                    .catalog
+                    .tenant_mut(tenant)
+                    .expect("subjects live in existing tenants")
+                    .erase_subject(&subject, position),
                 Change::Upsert { .. } | Change::Remove { .. } | Change::None => {}
             }
         }
@@ -708,16 +885,9 @@ impl Kernel {
             &record.header.meta.principal,
             rows,
         )?;
-        let partition = self.partition(tenant);
-        self.partitions.insert(
-            tenant,
-            Partition {
-                next_position: position + 1,
-                last_timestamp_ns: partition
-                    .last_timestamp_ns
-                    .max(record.header.meta.timestamp_ns),
-            },
-        );
+        let state = self.partitions.entry(tenant).or_default();
+        state.next_position = position + 1;
+        state.last_timestamp_ns = state.last_timestamp_ns.max(record.header.meta.timestamp_ns);
         Ok(())
     }
 
@@ -725,6 +895,18 @@ impl Kernel {
         let meta = &record.header.meta;
         let bytes = record.payload.as_slice();
         let refuse = |why: String| Err(PayloadError(why));
+        if record.erased {
+            // Under an erased subject's destroyed key: the erasure removed whatever the
+            // record changed, so replaying it changes nothing. Only records naming a
+            // subject are under a subject's key.
+            if record.header.key_id < SUBJECT_KEY_ID_FIRST {
+                return refuse(format!(
+                    "its data key {} is destroyed, but only subjects' keys are",
+                    record.header.key_id
+                ));
+            }
+            return Ok(Change::None);
+        }
         match (meta.kind, meta.event_type.as_str()) {
             (RecordKind::Catalog, payload::EVENT_TENANT_CREATED) => {
                 let created: payload::TenantCreated = payload::from_json("TenantCreated", bytes)?;
@@ -765,6 +947,7 @@ impl Kernel {
             (RecordKind::Ddl, payload::EVENT_CREATE_TABLE) => {
                 let schema: payload::TableSchema = payload::from_json("CreateTable", bytes)?;
                 let (columns, primary_key) = schema.decode()?;
+                let subject = schema.subject_index(&columns)?;
                 if self.catalog.tenant(tenant).is_none() {
                     return refuse(format!("tenant {tenant} does not exist"));
                 }
@@ -775,6 +958,7 @@ impl Kernel {
                     name: schema.table,
                     columns,
                     primary_key,
+                    subject,
                 })
             }
             (RecordKind::Ddl, payload::EVENT_DROP_TABLE) => {
@@ -876,6 +1060,53 @@ impl Kernel {
             (RecordKind::DeployProjection | RecordKind::DeployPolicy, event_type) => {
                 self.decode_module_record(tenant, meta.kind, event_type, &meta.principal, bytes)
             }
+            (RecordKind::KeyRotation, payload::EVENT_KEY_ROTATED) => {
+                let rotated: payload::KeyRotated = payload::from_json("KeyRotated", bytes)?;
+                let current = self.partition(tenant).data_key;
+                if rotated.previous != current || rotated.key_id != current + 1 {
+                    return refuse(format!(
+                        "rotation from data key {} to {} does not follow the current key {current}",
+                        rotated.previous, rotated.key_id
+                    ));
+                }
+                Ok(Change::KeyRotated {
+                    key_id: rotated.key_id,
+                })
+            }
+            (RecordKind::KeyRotation, payload::EVENT_SUBJECT_KEY_CREATED) => {
+                let key: payload::SubjectKey = payload::from_json("SubjectKeyCreated", bytes)?;
+                let Some(state) = self.catalog.tenant(tenant) else {
+                    return refuse(format!("tenant {tenant} does not exist"));
+                };
+                if state.subject(&key.subject).is_some() || key.key_id != state.next_subject_key() {
+                    return refuse(format!(
+                        "subject key {} of `{}` is not the next new subject's key",
+                        key.key_id, key.subject
+                    ));
+                }
+                Ok(Change::SubjectKeyCreated {
+                    subject: key.subject,
+                    key_id: key.key_id,
+                })
+            }
+            (RecordKind::Erasure, payload::EVENT_SUBJECT_ERASED) => {
+                let erased: payload::SubjectKey = payload::from_json("SubjectErased", bytes)?;
+                let known = self
+                    .catalog
+                    .tenant(tenant)
+                    .and_then(|state| state.subject(&erased.subject));
+                match known {
+                    Some(known) if known.erased_at.is_none() && known.key_id == erased.key_id => {
+                        Ok(Change::SubjectErased {
+                            subject: erased.subject,
+                        })
+                    }
+                    _ => refuse(format!(
+                        "subject `{}` with key {} is not a subject that can be erased",
+                        erased.subject, erased.key_id
+                    )),
+                }
+            }
             (RecordKind::Catalog | RecordKind::Ddl, other) => {
                 refuse(format!("unknown {} event type `{other}`", meta.kind))
             }
@@ -907,6 +1138,7 @@ impl Kernel {
         Ok(Kernel {
             catalog: snapshot.catalog,
             partitions: snapshot.partitions,
+            subject_keys_refused: false,
         })
     }
 
@@ -926,6 +1158,7 @@ impl Kernel {
         Ok(Plan {
             partition: SYSTEM_TENANT,
             entries: vec![Entry {
+                subject: None,
                 kind: RecordKind::Catalog,
                 event_type: payload::EVENT_TENANT_CREATED.to_string(),
                 stream: payload::STREAM_TENANTS.to_string(),
@@ -1032,6 +1265,7 @@ impl Kernel {
         Ok(Plan {
             partition: SYSTEM_TENANT,
             entries: vec![Entry {
+                subject: None,
                 kind: RecordKind::Catalog,
                 event_type: payload::EVENT_TOKEN_CREATED.to_string(),
                 stream: payload::STREAM_TOKENS.to_string(),
@@ -1054,6 +1288,72 @@ impl Kernel {
             .tenant(tenant)
             .map(|tenant| tenant.id)
             .ok_or(KernelError::UnknownTenant(tenant))
+    }
+
+    fn plan_erase(&self, cmd: &Command, subject: &str) -> Result<Plan, KernelError> {
+        let tenant = self.data_tenant(cmd.tenant)?;
+        if self.subject_keys_refused {
+            return Err(subject_keys_refused());
+        }
+        let state = self
+            .catalog
+            .tenant(tenant)
+            .ok_or(KernelError::UnknownTenant(tenant))?;
+        let Some(known) = state.subject(subject) else {
+            return Err(KernelError::UnknownSubject(subject.to_string()));
+        };
+        if let Some(erased_at) = known.erased_at {
+            return Err(KernelError::SubjectErased {
+                subject: subject.to_string(),
+                position: erased_at,
+            });
+        }
+        let erased = payload::SubjectKey {
+            subject: subject.to_string(),
+            key_id: known.key_id,
+        };
+        Ok(Plan {
+            partition: tenant,
+            entries: vec![Entry {
+                subject: None,
+                kind: RecordKind::Erasure,
+                event_type: payload::EVENT_SUBJECT_ERASED.to_string(),
+                stream: payload::STREAM_KEYS.to_string(),
+                payload: payload::to_json(&erased),
+                change: Change::SubjectErased {
+                    subject: subject.to_string(),
+                },
+            }],
+            outcome: Outcome::SubjectErased {
+                subject: subject.to_string(),
+                key_id: known.key_id,
+            },
+        })
+    }
+
+    fn plan_rotate_key(&self, cmd: &Command) -> Result<Plan, KernelError> {
+        let tenant = self.data_tenant(cmd.tenant)?;
+        let previous = self.partition(tenant).data_key;
+        let key_id = previous + 1;
+        if key_id >= SUBJECT_KEY_ID_FIRST {
+            return Err(KernelError::Invalid {
+                what: "key rotation",
+                why: format!("data key ids are exhausted ({previous} rotations)"),
+            });
+        }
+        let rotated = payload::KeyRotated { key_id, previous };
+        Ok(Plan {
+            partition: tenant,
+            entries: vec![Entry {
+                subject: None,
+                kind: RecordKind::KeyRotation,
+                event_type: payload::EVENT_KEY_ROTATED.to_string(),
+                stream: payload::STREAM_KEYS.to_string(),
+                payload: payload::to_json(&rotated),
+                change: Change::KeyRotated { key_id },
+            }],
+            outcome: Outcome::KeyRotated { key_id },
+        })
     }
 
     fn plan_append(&self, cmd: &Command, events: &[AppendEvent]) -> Result<Plan, KernelError> {
@@ -1089,6 +1389,7 @@ impl Kernel {
                 return Err(KernelError::StreamIsTable(event.stream.clone()));
             }
             entries.push(Entry {
+                subject: event.subject.clone(),
                 kind: RecordKind::Event,
                 event_type: event.event_type.clone(),
                 stream: event.stream.clone(),
@@ -1202,6 +1503,7 @@ impl Kernel {
                 roles: grant.roles.clone(),
             };
             entries.push(Entry {
+                subject: None,
                 kind: RecordKind::Ddl,
                 event_type: if revoke {
                     payload::EVENT_REVOKE
@@ -1291,6 +1593,7 @@ impl Kernel {
             create.roles.join(", ")
         );
         let entry = Entry {
+            subject: None,
             kind: RecordKind::Ddl,
             event_type: payload::EVENT_CREATE_POLICY.to_string(),
             stream: create.table.clone(),
@@ -1335,6 +1638,7 @@ impl Kernel {
         };
         let summary = format!("DROP POLICY {} ON {}", drop.name, drop.table);
         let entry = Entry {
+            subject: None,
             kind: RecordKind::Ddl,
             event_type: payload::EVENT_DROP_POLICY.to_string(),
             stream: drop.table.clone(),
@@ -1374,8 +1678,16 @@ impl Kernel {
                 max: TENANT_TABLES_MAX,
             });
         }
-        let schema = payload::TableSchema::new(&create.name, &create.columns, &create.primary_key);
+        if create.subject.is_some() && self.subject_keys_refused {
+            return Err(subject_keys_refused());
+        }
+        let mut schema =
+            payload::TableSchema::new(&create.name, &create.columns, &create.primary_key);
+        schema.subject = create
+            .subject
+            .map(|index| create.columns[index].name.clone());
         let entry = Entry {
+            subject: None,
             kind: RecordKind::Ddl,
             event_type: payload::EVENT_CREATE_TABLE.to_string(),
             stream: create.name.clone(),
@@ -1384,6 +1696,7 @@ impl Kernel {
                 name: create.name.clone(),
                 columns: create.columns,
                 primary_key: create.primary_key,
+                subject: create.subject,
             },
         };
         Ok((vec![entry], Outcome::TableCreated { table: create.name }))
@@ -1407,6 +1720,7 @@ impl Kernel {
             table_id: table.id,
         };
         let entry = Entry {
+            subject: None,
             kind: RecordKind::Ddl,
             event_type: payload::EVENT_DROP_TABLE.to_string(),
             stream: table.name.clone(),
@@ -1525,16 +1839,26 @@ impl Kernel {
                 new[*index] = assign(table, *index, value.eval(&old)?)?;
             }
             check_row(table, &new)?;
-            changes.push((table.key_of(&old), table.key_of(&new), new));
+            if subject_of(table, &old) != subject_of(table, &new) {
+                let column = &table.columns[table.subject.expect("subjects differ")].name;
+                return Err(KernelError::Invalid {
+                    what: "UPDATE",
+                    why: format!(
+                        "it changes `{column}`, the data subject of `{}`: a row's records stay under one subject's key (DELETE it and INSERT the new row)",
+                        table.name
+                    ),
+                });
+            }
+            changes.push((table.key_of(&old), table.key_of(&new), new, old));
         }
         // A changed key must not land on a key that stays taken: a key of a row this
         // statement does not touch, or the new key of another updated row.
         let old_keys: BTreeSet<OrderedKey> = changes
             .iter()
-            .map(|(old, _, _)| OrderedKey(old.clone()))
+            .map(|(old, _, _, _)| OrderedKey(old.clone()))
             .collect();
         let mut new_keys = BTreeSet::new();
-        for (old_key, new_key, _) in &changes {
+        for (old_key, new_key, _, _) in &changes {
             let taken_by_other = !new_keys.insert(OrderedKey(new_key.clone()))
                 || (keys_differ(old_key, new_key)
                     && !old_keys.contains(&OrderedKey(new_key.clone()))
@@ -1550,12 +1874,12 @@ impl Kernel {
         // deletes first, so every record names exactly one key and replays in order.
         let count = changes.len() as u64;
         let mut entries = Vec::with_capacity(changes.len());
-        for (old_key, new_key, _) in &changes {
+        for (old_key, new_key, _, old) in &changes {
             if keys_differ(old_key, new_key) {
-                entries.push(delete_entry(table, old_key.clone()));
+                entries.push(delete_entry(table, old_key.clone(), old));
             }
         }
-        for (old_key, new_key, row) in changes {
+        for (old_key, new_key, row, _) in changes {
             let event = if keys_differ(&old_key, &new_key) {
                 payload::EVENT_ROW_INSERTED
             } else {
@@ -1589,10 +1913,25 @@ impl Kernel {
         )?;
         let entries: Vec<Entry> = matched
             .iter()
-            .map(|row| delete_entry(table, table.key_of(row)))
+            .map(|row| delete_entry(table, table.key_of(row), row))
             .collect();
         let count = entries.len() as u64;
         Ok((entries, Outcome::RowsAffected { count }))
+    }
+}
+
+fn subject_keys_refused() -> KernelError {
+    KernelError::SubjectKeysRefused(
+        "per-subject keys and erasure are not available in a cluster yet: a cluster derives its keys from the shared cluster secret, and a derived key cannot be destroyed".to_string(),
+    )
+}
+
+/// Whether a subject column's value names `subject` (the same text `subject_of` gives).
+fn subject_value_is(value: &Value, subject: &str) -> bool {
+    match value {
+        Value::Null => false,
+        Value::Text(text) => text == subject,
+        other => other.to_string() == subject,
     }
 }
 
@@ -1600,8 +1939,19 @@ fn keys_differ(left: &[Value], right: &[Value]) -> bool {
     crate::store::compare_keys(left, right) != std::cmp::Ordering::Equal
 }
 
+/// The data subject a row of `table` names: its subject column's value (NULL: none).
+fn subject_of(table: &TableDef, row: &Row) -> Option<String> {
+    let value = &row[table.subject?];
+    match value {
+        Value::Null => None,
+        Value::Text(text) => Some(text.clone()),
+        other => Some(other.to_string()),
+    }
+}
+
 fn row_entry(table: &TableDef, event_type: &str, key: Vec<Value>, row: Row) -> Entry {
     Entry {
+        subject: subject_of(table, &row),
         kind: RecordKind::Event,
         event_type: event_type.to_string(),
         stream: table.name.clone(),
@@ -1614,12 +1964,14 @@ fn row_entry(table: &TableDef, event_type: &str, key: Vec<Value>, row: Row) -> E
     }
 }
 
-fn delete_entry(table: &TableDef, key: Vec<Value>) -> Entry {
+/// A `RowDeleted` of the row `old` (under its subject's key, like the row's other records).
+fn delete_entry(table: &TableDef, key: Vec<Value>, old: &Row) -> Entry {
     let mut row = vec![Value::Null; table.columns.len()];
     for (&index, value) in table.primary_key.iter().zip(&key) {
         row[index] = value.clone();
     }
     Entry {
+        subject: subject_of(table, old),
         kind: RecordKind::Event,
         event_type: payload::EVENT_ROW_DELETED.to_string(),
         stream: table.name.clone(),

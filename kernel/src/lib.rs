@@ -31,8 +31,8 @@ pub mod value;
 pub use catalog::{Action, BuiltinRole, Catalog, TableDef, Tenant, Token};
 pub use error::ErrorClass;
 pub use kernel::{
-    AppendEvent, Command, CommandBody, Effects, Kernel, KernelError, Outcome, Partition,
-    ViewSchema, describe_tables,
+    AppendEvent, Command, CommandBody, Effects, FIRST_DATA_KEY_ID, Kernel, KernelError, Outcome,
+    Partition, SUBJECT_KEY_ID_FIRST, ViewSchema, describe_tables,
 };
 pub use store::{MemoryRowStore, RowStore, StoreError};
 pub use value::{Column, ColumnType, Position, Row, SYSTEM_TENANT, TableId, TenantId, Value};

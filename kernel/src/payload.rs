@@ -40,6 +40,16 @@
 //!   covered, a row filter restricted, or that broke the glass,
 //!   `{"tables":["patients"],"policies":["phi@12"],"purpose":"treatment"}`, plus
 //!   `"row_filters":["patients.eu"]` and `"emergency":"…"` when there are any.
+//! - `KeyRotated` (kind `KeyRotation`, stream `kimberlite.keys`): the partition's records
+//!   after this one are encrypted under data key `key_id`, `{"key_id":2,"previous":1}`.
+//!   The record itself is still under `previous`; key bytes are never in the log.
+//! - `SubjectKeyCreated` (kind `KeyRotation`, stream `kimberlite.keys`): the first record
+//!   naming a data subject gets its own key, `{"subject":"patient-7","key_id":2147483648}`;
+//!   records naming the subject (rows of a table `WITH (subject = 'column')`, events
+//!   appended with a subject) are encrypted under it.
+//! - `SubjectErased` (kind `Erasure`, stream `kimberlite.keys`): the subject's key is
+//!   destroyed; its records read as erased from then on (tables, views, log, AS OF),
+//!   `{"subject":"patient-7","key_id":2147483648}`.
 //! - Application events appended with `Append` are stored as given.
 
 use crate::value::{Column, ColumnType, Row, TenantId, Value};
@@ -58,7 +68,11 @@ pub const EVENT_GRANT: &str = "Grant";
 pub const EVENT_REVOKE: &str = "Revoke";
 pub const EVENT_CREATE_POLICY: &str = "CreatePolicy";
 pub const EVENT_DROP_POLICY: &str = "DropPolicy";
+pub const EVENT_KEY_ROTATED: &str = "KeyRotated";
+pub const EVENT_SUBJECT_KEY_CREATED: &str = "SubjectKeyCreated";
+pub const EVENT_SUBJECT_ERASED: &str = "SubjectErased";
 pub const STREAM_ACCESS: &str = "kimberlite.access";
+pub const STREAM_KEYS: &str = "kimberlite.keys";
 pub const STREAM_TENANTS: &str = "tenants";
 pub const STREAM_TOKENS: &str = "tokens";
 
@@ -202,6 +216,22 @@ pub struct Access {
     pub emergency: Option<String>,
 }
 
+/// The payload of `KeyRotated`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyRotated {
+    pub key_id: u32,
+    pub previous: u32,
+}
+
+/// The payload of `SubjectKeyCreated` and `SubjectErased`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubjectKey {
+    pub subject: String,
+    pub key_id: u32,
+}
+
 /// The payload of `Grant` and `Revoke`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -237,6 +267,9 @@ pub struct TableSchema {
     pub table: String,
     pub columns: Vec<ColumnSchema>,
     pub primary_key: Vec<String>,
+    /// The column naming each row's data subject (`WITH (subject = 'column')`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -264,7 +297,21 @@ impl TableSchema {
                 .iter()
                 .map(|&index| columns[index].name.clone())
                 .collect(),
+            subject: None,
         }
+    }
+
+    /// The index of the subject column, refused if it is not a column.
+    pub fn subject_index(&self, columns: &[Column]) -> Result<Option<usize>, PayloadError> {
+        self.subject
+            .as_ref()
+            .map(|name| {
+                columns
+                    .iter()
+                    .position(|column| &column.name == name)
+                    .ok_or_else(|| PayloadError(format!("subject column `{name}` is not a column")))
+            })
+            .transpose()
     }
 
     /// The columns and key indices; refuses a schema no `CREATE TABLE` could have written.

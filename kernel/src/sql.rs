@@ -71,6 +71,14 @@ pub enum SqlError {
         column: String,
         columns: String,
     },
+    #[error(
+        "WITH (subject = …) names `{column}`, which is not a column of `{table}` (columns: {columns})"
+    )]
+    UnknownSubjectColumn {
+        table: String,
+        column: String,
+        columns: String,
+    },
     #[error("table `{table}` has {count} columns, above table_columns_max ({max})")]
     TooManyColumns {
         table: String,
@@ -227,6 +235,9 @@ pub struct CreateTable {
     pub columns: Vec<Column>,
     /// Indices into `columns`; its columns are NOT NULL.
     pub primary_key: Vec<usize>,
+    /// `WITH (subject = 'column')`: the column naming each row's data subject (a patient,
+    /// a customer), whose own key encrypts the row's records (see `kimberlite erase`).
+    pub subject: Option<usize>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -947,12 +958,74 @@ fn convert_create_table(create: &ast::CreateTable) -> Result<CreateTable, SqlErr
     for &index in &primary_key {
         columns[index].nullable = false;
     }
+    let subject = table_subject(&create.table_options, &name, &columns)?;
     Ok(CreateTable {
         name,
         if_not_exists: create.if_not_exists,
         columns,
         primary_key,
+        subject,
     })
+}
+
+/// `WITH (subject = 'column')`, the only table option: the index of that column.
+fn table_subject(
+    options: &ast::CreateTableOptions,
+    table: &str,
+    columns: &[Column],
+) -> Result<Option<usize>, SqlError> {
+    let options = match options {
+        ast::CreateTableOptions::None => return Ok(None),
+        ast::CreateTableOptions::With(options) => options,
+        other => return unsupported(format!("the table options `{other}`")),
+    };
+    let mut subject = None;
+    for option in options {
+        let ast::SqlOption::KeyValue { key, value } = option else {
+            return unsupported(format!(
+                "the table option `{option}` (only subject = 'column')"
+            ));
+        };
+        if key.to_string().to_lowercase() != "subject" {
+            return unsupported(format!(
+                "the table option `{option}` (only subject = 'column')"
+            ));
+        }
+        let column = match value {
+            ast::Expr::Identifier(ident) => normalize(ident),
+            ast::Expr::Value(value) => match &value.value {
+                ast::Value::SingleQuotedString(text) => text.to_lowercase(),
+                _ => {
+                    return unsupported(format!(
+                        "the table option `{option}` (only subject = 'column')"
+                    ));
+                }
+            },
+            _ => {
+                return unsupported(format!(
+                    "the table option `{option}` (only subject = 'column')"
+                ));
+            }
+        };
+        let index = columns
+            .iter()
+            .position(|c| c.name == column)
+            .ok_or_else(|| SqlError::UnknownSubjectColumn {
+                table: table.to_string(),
+                column: column.clone(),
+                columns: columns
+                    .iter()
+                    .map(|c| c.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })?;
+        if subject.replace(index).is_some() {
+            return Err(SqlError::Syntax(format!(
+                "table `{table}` names its subject twice"
+            )));
+        }
+    }
+    Ok(subject)
 }
 
 /// Maps a SQL type to a column type. Integer types are all BIGINT, the floating types

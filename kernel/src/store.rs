@@ -61,6 +61,15 @@ pub trait RowStore {
         key: &[Value],
         position: Position,
     ) -> Result<(), StoreError>;
+    /// Erasure: removes every version (current and past) of every row `matches`, as if it
+    /// had never been written. Returns how many versions went. A scan of the table's whole
+    /// history: erasures are rare, and correctness beats an index here.
+    fn purge(
+        &mut self,
+        tenant: TenantId,
+        table: TableId,
+        matches: &dyn Fn(&Row) -> bool,
+    ) -> Result<u64, StoreError>;
 }
 
 /// A primary key ordered by `Value::total_cmp`, column by column: the order of scans.
@@ -277,5 +286,25 @@ impl RowStore for MemoryRowStore {
         assert!(last.created_at < position, "positions only grow");
         last.deleted_at = Some(position);
         Ok(())
+    }
+
+    fn purge(
+        &mut self,
+        tenant: TenantId,
+        table: TableId,
+        matches: &dyn Fn(&Row) -> bool,
+    ) -> Result<u64, StoreError> {
+        let mut purged = 0;
+        self.versions.retain(|(t, tb, _), versions| {
+            if (*t, *tb) == (tenant, table) {
+                let before = versions.len();
+                versions.retain(|version| !matches(&version.row));
+                purged += (before - versions.len()) as u64;
+                !versions.is_empty()
+            } else {
+                true
+            }
+        });
+        Ok(purged)
     }
 }

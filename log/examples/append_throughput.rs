@@ -37,6 +37,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let batch: Vec<NewRecord> = (0..batch_records)
         .map(|i| NewRecord {
+            key_id: 1,
             meta: RecordMeta {
                 kind: RecordKind::Event,
                 event_type: "RowInserted".into(),

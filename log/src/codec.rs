@@ -460,7 +460,7 @@ pub(crate) fn decrypt(
             let key = keys
                 .get(key_id)
                 .ok_or(LogError::KeyUnavailable { position, key_id })?;
-            ciphers.push(Cipher::new(key));
+            ciphers.push(Cipher::new(&key));
             ciphers.len() - 1
         }
     };

@@ -1,11 +1,12 @@
 //! Data keys (encrypt payloads) and the node key (signs checkpoints).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::fs;
 use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
+use std::sync::Arc;
 
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use rand::RngCore;
@@ -66,46 +67,69 @@ impl fmt::Debug for DataKey {
     }
 }
 
-/// The current data key (used for appends) plus older keys, kept to read older records.
-#[derive(Clone)]
+/// Where a ring finds a key it does not hold: a cluster derives its data keys from a shared
+/// secret instead of storing them. `None`: no such key.
+pub type DeriveKey = Arc<dyn Fn(u32) -> Option<DataKey> + Send + Sync>;
+
+/// The data keys a partition can read (and append) with, by id. Which key encrypts a new
+/// record is the writer's choice (`NewRecord::key_id`).
+#[derive(Clone, Default)]
 pub struct KeyRing {
-    current: u32,
     keys: BTreeMap<u32, DataKey>,
+    derive: Option<DeriveKey>,
+    /// Ids of keys destroyed on purpose: records under them read as erased, not as errors.
+    destroyed: BTreeSet<u32>,
 }
 
 impl KeyRing {
-    pub fn new(current: DataKey) -> KeyRing {
-        let id = current.id();
+    /// A ring holding one key.
+    pub fn new(key: DataKey) -> KeyRing {
+        let mut ring = KeyRing::empty();
+        ring.add(key);
+        ring
+    }
+
+    pub fn empty() -> KeyRing {
+        KeyRing::default()
+    }
+
+    /// A ring that derives every key it is asked for with `derive` (stored keys first).
+    pub fn derived(derive: DeriveKey) -> KeyRing {
         KeyRing {
-            current: id,
-            keys: BTreeMap::from([(id, current)]),
+            keys: BTreeMap::new(),
+            derive: Some(derive),
+            destroyed: BTreeSet::new(),
         }
     }
 
-    /// Adds a key for reading. A key with the same id is replaced; the current key stays.
+    /// Adds a key. A key with the same id is replaced.
     pub fn add(&mut self, key: DataKey) {
         self.keys.insert(key.id(), key);
     }
 
-    /// Adds `key` and makes it the key for new appends (key rotation).
-    pub fn rotate(&mut self, key: DataKey) {
-        self.current = key.id();
-        self.keys.insert(key.id(), key);
+    /// Forgets a key: records under it no longer decrypt (`KeyUnavailable`).
+    pub fn remove(&mut self, id: u32) {
+        self.keys.remove(&id);
     }
 
-    pub fn current_id(&self) -> u32 {
-        self.current
+    /// Destroys a key (crypto-shredding): forgotten, and records under it read as erased.
+    pub fn destroy(&mut self, id: u32) {
+        self.keys.remove(&id);
+        self.destroyed.insert(id);
     }
 
-    pub fn current(&self) -> &DataKey {
-        // `current` is only ever set to the id of a key inserted in the same call.
-        self.keys
-            .get(&self.current)
-            .expect("the current key is in the ring")
+    pub fn is_destroyed(&self, id: u32) -> bool {
+        self.destroyed.contains(&id)
     }
 
-    pub fn get(&self, id: u32) -> Option<&DataKey> {
-        self.keys.get(&id)
+    pub fn get(&self, id: u32) -> Option<DataKey> {
+        if self.destroyed.contains(&id) {
+            return None;
+        }
+        match self.keys.get(&id) {
+            Some(key) => Some(key.clone()),
+            None => self.derive.as_ref().and_then(|derive| derive(id)),
+        }
     }
 
     /// Ids of every key in the ring, ascending.
@@ -117,7 +141,6 @@ impl KeyRing {
 impl fmt::Debug for KeyRing {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KeyRing")
-            .field("current", &self.current)
             .field("ids", &self.keys.keys().collect::<Vec<_>>())
             .finish()
     }

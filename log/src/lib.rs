@@ -52,7 +52,9 @@ pub use codec::{
     RECORD_BYTES_MAX, RECORD_BYTES_MIN, RECORD_FORMAT_VERSION, STREAM_BYTES_MAX,
 };
 pub use error::{ImportFault, LogError};
-pub use keys::{DATA_KEY_BYTES, DataKey, KeyRing, NODE_KEY_FILE, NODE_PUBLIC_KEY_FILE, NodeKey};
+pub use keys::{
+    DATA_KEY_BYTES, DataKey, DeriveKey, KeyRing, NODE_KEY_FILE, NODE_PUBLIC_KEY_FILE, NodeKey,
+};
 pub use partition::{
     APPEND_BYTES_MAX, CHECKPOINT_INTERVAL_RECORDS_DEFAULT, INDEX_INTERVAL_RECORDS_DEFAULT,
     LogConfig, LogReader, PartitionLog, READ_BYTES_MAX, RecoveryReport, SEGMENT_BYTES_MAX_DEFAULT,

@@ -1,5 +1,6 @@
 //! One tenant's log: segment files, recovery, group commit, the sparse index and readers.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -194,7 +195,8 @@ pub struct PartitionLog {
     partition: u64,
     node_key: Arc<NodeKey>,
     config: LogConfig,
-    cipher: Cipher,
+    /// One cipher per data key appends have used (built from the ring on first use).
+    ciphers: BTreeMap<u32, Cipher>,
     /// Every segment; the last one is written to.
     segments: Vec<SegmentView>,
     /// Index entries of records appended but not yet published to readers.
@@ -407,7 +409,6 @@ impl PartitionLog {
                 .map_err(|source| LogError::io(dir, "fsync directory", source))?;
         }
 
-        let cipher = Cipher::new(keys.current());
         let shared = Arc::new(Shared {
             state: RwLock::new(ReadState {
                 segments: segments.clone(),
@@ -468,7 +469,7 @@ impl PartitionLog {
             dir: dir.to_owned(),
             partition,
             node_key,
-            cipher,
+            ciphers: BTreeMap::new(),
             config,
             segments,
             pending_index: Vec::new(),
@@ -517,6 +518,7 @@ impl PartitionLog {
             }
             previous_ns = Some(timestamp_ns);
             batch_bytes += codec::record_bytes(record) as u64;
+            self.cipher_for(first + index as u64, record.key_id)?;
         }
         if batch_bytes > APPEND_BYTES_MAX {
             return Err(LogError::BatchTooLarge {
@@ -542,7 +544,8 @@ impl PartitionLog {
                 buffer_first = position;
             }
             self.index_if_due(position, self.buffer.len() as u64, record.meta.timestamp_ns);
-            head = codec::encode(&mut self.buffer, position, &head, record, &self.cipher);
+            let cipher = &self.ciphers[&record.key_id];
+            head = codec::encode(&mut self.buffer, position, &head, record, cipher);
             self.pending_leaves.push(head);
             position += 1;
         }
@@ -766,12 +769,32 @@ impl PartitionLog {
     /// Replaces the key ring: appends use its current key from now on; readers (including
     /// existing ones) decrypt with it.
     pub fn set_keys(&mut self, keys: KeyRing) {
-        self.cipher = Cipher::new(keys.current());
+        // A key id keeps its bytes for life, except a shredded key, which must not encrypt
+        // again: drop every cipher the new ring no longer backs.
+        self.ciphers.retain(|id, _| keys.get(*id).is_some());
         *self
             .shared
             .keys
             .write()
             .unwrap_or_else(PoisonError::into_inner) = Arc::new(keys);
+    }
+
+    /// Makes sure appends can encrypt under `key_id` (checked before anything is written).
+    fn cipher_for(&mut self, position: Position, key_id: u32) -> Result<(), LogError> {
+        if self.ciphers.contains_key(&key_id) {
+            return Ok(());
+        }
+        let keys = self
+            .shared
+            .keys
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let key = keys
+            .get(key_id)
+            .ok_or(LogError::KeyUnavailable { position, key_id })?;
+        self.ciphers.insert(key_id, Cipher::new(&key));
+        Ok(())
     }
 
     #[cfg(test)]
@@ -1052,8 +1075,16 @@ impl LogReader {
             Position::MAX,
             &mut |record, path, offset| {
                 let header = checked_header(record, path, offset)?;
-                let payload = codec::decrypt(record, &header, &keys, &mut ciphers)?;
-                records.push(Record { header, payload });
+                let (payload, erased) = if keys.is_destroyed(header.key_id) {
+                    (Vec::new(), true)
+                } else {
+                    (codec::decrypt(record, &header, &keys, &mut ciphers)?, false)
+                };
+                records.push(Record {
+                    header,
+                    payload,
+                    erased,
+                });
                 bytes += record.len() as u64;
                 Ok(records.len() < limit && bytes < READ_BYTES_MAX)
             },

@@ -101,6 +101,10 @@ pub struct RecordMeta {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NewRecord {
     pub meta: RecordMeta,
+    /// The data key that encrypts the payload: the tenant's current data key, or the key of
+    /// the data subject the record names (so erasing the subject shreds it). The writer
+    /// decides; the log refuses a batch naming a key its ring does not hold.
+    pub key_id: u32,
     pub payload: Vec<u8>,
 }
 
@@ -123,5 +127,9 @@ pub struct RecordHeader {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Record {
     pub header: RecordHeader,
+    /// Empty when `erased`.
     pub payload: Vec<u8>,
+    /// The record's key was destroyed (crypto-shredding: an erased data subject's key); its
+    /// payload is gone for good, while its header and hash still chain.
+    pub erased: bool,
 }

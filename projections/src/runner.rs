@@ -299,7 +299,9 @@ fn read_batch(
             );
             position += 1;
             records += 1;
-            if record.header.meta.kind == RecordKind::Event {
+            // An erased subject's events are gone for projections too (their key is
+            // destroyed): a version built after the erasure never sees them.
+            if record.header.meta.kind == RecordKind::Event && !record.erased {
                 payload_bytes += record.payload.len();
                 events.push(event_from_record(&record));
                 if payload_bytes >= STEP_PAYLOAD_BYTES_MAX {
@@ -449,6 +451,7 @@ mod tests {
 
     fn record(kind: RecordKind, stream: &str, event_type: &str, payload: &str) -> NewRecord {
         NewRecord {
+            key_id: 1,
             meta: RecordMeta {
                 kind,
                 event_type: event_type.into(),

@@ -672,6 +672,81 @@ impl RowStore for ViewWrite<'_> {
         }
         Ok(())
     }
+
+    fn purge(
+        &mut self,
+        tenant: TenantId,
+        table: TableId,
+        matches: &dyn Fn(&Row) -> bool,
+    ) -> Result<u64, StoreError> {
+        let prefix = table_prefix(tenant, table);
+        let row_matches = |value: &[u8]| -> Result<bool, StoreError> {
+            let (_, row) = split_positioned(value)?;
+            Ok(matches(&encoding::decode_row(row)?))
+        };
+        let mut purged = 0u64;
+        // Live versions: committed ones not changed in this transaction, then buffered ones.
+        let mut gone = Vec::new();
+        for entry in self.base.range(prefix.as_slice()..).map_err(backend)? {
+            let (key, value) = entry.map_err(backend)?;
+            if !key.value().starts_with(&prefix) {
+                break;
+            }
+            if !self.current.contains_key(key.value()) && row_matches(value.value())? {
+                gone.push(key.value().to_vec());
+            }
+        }
+        for (key, value) in self.current.range(prefix.clone()..) {
+            if !key.starts_with(&prefix) {
+                break;
+            }
+            if let Some(value) = value
+                && row_matches(value)?
+            {
+                gone.push(key.clone());
+            }
+        }
+        purged += gone.len() as u64;
+        for key in gone {
+            self.current.insert(key, None);
+        }
+        // Past versions: buffered ones, then committed ones (deleted in the transaction).
+        let mut buffered_gone = Vec::new();
+        for (key, value) in self.history.range(prefix.clone()..) {
+            if !key.starts_with(&prefix) {
+                break;
+            }
+            if row_matches(value)? {
+                buffered_gone.push(key.clone());
+            }
+        }
+        let mut history = self.txn.open_table(HISTORY).map_err(backend)?;
+        let mut committed_gone = Vec::new();
+        for entry in history.range(prefix.as_slice()..).map_err(backend)? {
+            let (key, value) = entry.map_err(backend)?;
+            if !key.value().starts_with(&prefix) {
+                break;
+            }
+            if row_matches(value.value())? {
+                committed_gone.push(key.value().to_vec());
+            }
+        }
+        for key in &committed_gone {
+            history.remove(key.as_slice()).map_err(backend)?;
+        }
+        drop(history);
+        for key in &buffered_gone {
+            self.history.remove(key);
+        }
+        // A version both buffered (rewritten) and committed counts once.
+        let committed: std::collections::BTreeSet<&Vec<u8>> = committed_gone.iter().collect();
+        purged += committed_gone.len() as u64
+            + buffered_gone
+                .iter()
+                .filter(|key| !committed.contains(key))
+                .count() as u64;
+        Ok(purged)
+    }
 }
 
 /// A read snapshot of the view store: what queries read.

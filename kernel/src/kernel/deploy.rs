@@ -157,6 +157,7 @@ fn module_entries(
     let entries: Vec<Entry> = module
         .chunks(MODULE_CHUNK_BYTES)
         .map(|chunk| Entry {
+            subject: None,
             kind,
             event_type: EVENT_MODULE_CHUNK.to_string(),
             stream: name.to_string(),
@@ -304,6 +305,7 @@ impl Kernel {
                 .collect(),
         };
         entries.push(Entry {
+            subject: None,
             kind: RecordKind::DeployProjection,
             event_type: EVENT_PROJECTION_DEPLOYED.to_string(),
             stream: name.to_string(),
@@ -526,6 +528,7 @@ impl Kernel {
             covers: covers.to_vec(),
         };
         entries.push(Entry {
+            subject: None,
             kind: RecordKind::DeployPolicy,
             event_type: EVENT_POLICY_DEPLOYED.to_string(),
             stream: name.to_string(),
@@ -750,6 +753,7 @@ impl Kernel {
                             primary_key: table.primary_key,
                             created_at: 0,
                             dropped_at: None,
+                            subject: None,
                         })
                         .collect(),
                     deployed_by: if deployed_by.is_empty() {
@@ -846,6 +850,7 @@ fn single(
     Plan {
         partition: tenant,
         entries: vec![Entry {
+            subject: None,
             kind,
             event_type: event_type.to_string(),
             stream: stream.to_string(),

@@ -92,7 +92,7 @@ impl Harness {
                     let header = RecordHeader {
                         position: effects.first_position + offset as u64,
                         meta: record.meta.clone(),
-                        key_id: 0,
+                        key_id: record.key_id,
                         flags: 0,
                         prev_hash: [0; 32],
                         hash: [0; 32],
@@ -103,6 +103,7 @@ impl Harness {
                         Record {
                             header,
                             payload: record.payload.clone(),
+                            erased: false,
                         },
                     ));
                 }
@@ -179,10 +180,26 @@ impl Harness {
                 };
                 (issuer, body)
             }
-            "append" => {
+            "rotate" => (self.tenant, CommandBody::RotateKey),
+            "erase" => (
+                self.tenant,
+                CommandBody::Erase {
+                    subject: rest.to_string(),
+                },
+            ),
+            "append" | "append-about" => {
+                // append-about SUBJECT STREAM TYPE PAYLOAD: an event naming a data subject.
+                let (subject, rest) = match word {
+                    "append-about" => {
+                        let (subject, rest) = rest.split_once(' ').unwrap();
+                        (Some(subject.to_string()), rest)
+                    }
+                    _ => (None, rest),
+                };
                 let mut parts = rest.splitn(3, ' ');
                 let body = CommandBody::Append {
                     events: vec![AppendEvent {
+                        subject,
                         stream: parts.next().unwrap().to_string(),
                         event_type: parts.next().unwrap().to_string(),
                         payload: parts.next().unwrap_or("").as_bytes().to_vec(),
@@ -248,8 +265,23 @@ impl Harness {
     fn assert_replay_and_snapshot_agree(&self) {
         let mut kernel = Kernel::new();
         let mut rows = MemoryRowStore::new();
+        // As the log reads them after an erasure: records under an erased subject's
+        // (destroyed) key have no payload.
+        let destroyed: Vec<u32> = self
+            .kernel
+            .catalog()
+            .tenants()
+            .flat_map(|tenant| tenant.subjects())
+            .filter(|(_, subject)| subject.erased_at.is_some())
+            .map(|(_, subject)| subject.key_id)
+            .collect();
         for (tenant, record) in &self.records {
-            kernel.apply_record(*tenant, record, &mut rows).unwrap();
+            let mut record = record.clone();
+            if destroyed.contains(&record.header.key_id) {
+                record.payload.clear();
+                record.erased = true;
+            }
+            kernel.apply_record(*tenant, &record, &mut rows).unwrap();
         }
         assert_eq!(
             String::from_utf8(kernel.snapshot()).unwrap(),
@@ -278,8 +310,14 @@ fn render_effects(effects: &Effects) -> String {
         } else {
             format!(" reason={:?}", meta.reason)
         };
+        // The key is shown when it is not the first data key (rotations, subjects).
+        let key = if record.key_id == crate::kernel::FIRST_DATA_KEY_ID {
+            String::new()
+        } else {
+            format!(" key={}", record.key_id)
+        };
         out.push_str(&format!(
-            "  t{tenant}@{} {} {} stream={}{reason} {}\n",
+            "  t{tenant}@{} {} {} stream={}{reason}{key} {}\n",
             effects.first_position + offset as u64,
             meta.kind,
             meta.event_type,
@@ -1178,6 +1216,7 @@ fn every_bound_is_named_in_its_error() {
         &mut harness,
         CommandBody::Append {
             events: vec![AppendEvent {
+                subject: None,
                 stream: "s".to_string(),
                 event_type: "E".to_string(),
                 payload,
@@ -1190,6 +1229,7 @@ fn every_bound_is_named_in_its_error() {
         &mut harness,
         CommandBody::Append {
             events: vec![AppendEvent {
+                subject: None,
                 stream,
                 event_type: "E".to_string(),
                 payload: Vec::new(),
@@ -1587,4 +1627,82 @@ fn privileges_follow_the_default_list_until_the_first_grant() {
     "#]]
     .assert_eq(&out);
     harness.assert_replay_and_snapshot_agree();
+}
+
+#[test]
+fn rotation_subject_keys_and_erasure_through_records() {
+    check(
+        "
+        tenant clinic
+        use 1
+        CREATE TABLE visits (id BIGINT PRIMARY KEY, patient TEXT, note TEXT) WITH (subject = 'patient')
+        INSERT INTO visits VALUES (1, 'ada', 'a1'), (2, 'bob', 'b1'), (3, NULL, 'anonymous')
+        UPDATE visits SET note = 'a2' WHERE id = 1
+        UPDATE visits SET patient = 'bob' WHERE id = 1
+        append-about ada vitals Measured {\"pulse\":70}
+        rotate
+        INSERT INTO visits VALUES (4, 'ada', 'a3')
+        DELETE FROM visits WHERE id = 2
+        erase ada
+        rows
+        erase ada
+        erase nobody
+        INSERT INTO visits VALUES (5, 'ada', 'again')
+        append-about ada vitals Measured {}
+        INSERT INTO visits VALUES (1, 'carol', 'reuses the erased row key')
+        rows
+        ",
+        expect![[r#"
+            tenant clinic
+              TenantCreated { tenant: 1, name: "clinic" }
+              t0@0 catalog TenantCreated stream=tenants {"tenant":1,"name":"clinic"}
+            use 1
+            CREATE TABLE visits (id BIGINT PRIMARY KEY, patient TEXT, note TEXT) WITH (subject = 'patient')
+              TableCreated { table: "visits" }
+              t1@0 ddl CreateTable stream=visits {"table":"visits","columns":[{"name":"id","type":"BIGINT","nullable":false},{"name":"patient","type":"TEXT","nullable":true},{"name":"note","type":"TEXT","nullable":true}],"primary_key":["id"],"subject":"patient"}
+            INSERT INTO visits VALUES (1, 'ada', 'a1'), (2, 'bob', 'b1'), (3, NULL, 'anonymous')
+              RowsAffected { count: 3 }
+              t1@1 key-rotation SubjectKeyCreated stream=kimberlite.keys {"subject":"ada","key_id":2147483648}
+              t1@2 event RowInserted stream=visits key=2147483648 {"id":1,"patient":"ada","note":"a1"}
+              t1@3 key-rotation SubjectKeyCreated stream=kimberlite.keys {"subject":"bob","key_id":2147483649}
+              t1@4 event RowInserted stream=visits key=2147483649 {"id":2,"patient":"bob","note":"b1"}
+              t1@5 event RowInserted stream=visits {"id":3,"patient":null,"note":"anonymous"}
+            UPDATE visits SET note = 'a2' WHERE id = 1
+              RowsAffected { count: 1 }
+              t1@6 event RowUpdated stream=visits key=2147483648 {"id":1,"patient":"ada","note":"a2"}
+            UPDATE visits SET patient = 'bob' WHERE id = 1
+              error: invalid UPDATE: it changes `patient`, the data subject of `visits`: a row's records stay under one subject's key (DELETE it and INSERT the new row)
+            append-about ada vitals Measured {"pulse":70}
+              Appended { count: 1 }
+              t1@7 event Measured stream=vitals key=2147483648 {"pulse":70}
+            rotate
+              KeyRotated { key_id: 2 }
+              t1@8 key-rotation KeyRotated stream=kimberlite.keys {"key_id":2,"previous":1}
+            INSERT INTO visits VALUES (4, 'ada', 'a3')
+              RowsAffected { count: 1 }
+              t1@9 event RowInserted stream=visits key=2147483648 {"id":4,"patient":"ada","note":"a3"}
+            DELETE FROM visits WHERE id = 2
+              RowsAffected { count: 1 }
+              t1@10 event RowDeleted stream=visits key=2147483649 {"id":2}
+            erase ada
+              SubjectErased { subject: "ada", key_id: 2147483648 }
+              t1@11 erasure SubjectErased stream=kimberlite.keys key=2 {"subject":"ada","key_id":2147483648}
+            rows
+              visits: (3, NULL, 'anonymous')
+            erase ada
+              error: data subject `ada` was erased at position 11: its key is destroyed and no record may name it again
+            erase nobody
+              error: no record of this tenant names the data subject `nobody`
+            INSERT INTO visits VALUES (5, 'ada', 'again')
+              error: data subject `ada` was erased at position 11: its key is destroyed and no record may name it again
+            append-about ada vitals Measured {}
+              error: data subject `ada` was erased at position 11: its key is destroyed and no record may name it again
+            INSERT INTO visits VALUES (1, 'carol', 'reuses the erased row key')
+              RowsAffected { count: 1 }
+              t1@12 key-rotation SubjectKeyCreated stream=kimberlite.keys key=2 {"subject":"carol","key_id":2147483650}
+              t1@13 event RowInserted stream=visits key=2147483650 {"id":1,"patient":"carol","note":"reuses the erased row key"}
+            rows
+              visits: (1, 'carol', 'reuses the erased row key') (3, NULL, 'anonymous')
+        "#]],
+    );
 }

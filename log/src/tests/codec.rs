@@ -82,6 +82,7 @@ fn check(position: u64, prev_hash: Hash, record: &NewRecord) {
 fn round_trips_every_kind() {
     for (index, kind) in RecordKind::ALL.into_iter().enumerate() {
         let record = NewRecord {
+            key_id: 5,
             meta: meta(kind),
             payload: format!("payload of a {kind} record").into_bytes(),
         };
@@ -92,6 +93,7 @@ fn round_trips_every_kind() {
 #[test]
 fn round_trips_edge_values() {
     let empty = NewRecord {
+        key_id: 5,
         meta: RecordMeta {
             kind: RecordKind::Event,
             event_type: String::new(),
@@ -106,6 +108,7 @@ fn round_trips_edge_values() {
         payload: Vec::new(),
     };
     let extremes = NewRecord {
+        key_id: 5,
         meta: RecordMeta {
             kind: RecordKind::Catalog,
             event_type: "e".repeat(EVENT_TYPE_BYTES_MAX),
@@ -171,6 +174,7 @@ fn rejects_every_field_over_its_bound() {
     ];
     for (field, bytes_max, grow) in cases {
         let mut record = NewRecord {
+            key_id: 5,
             meta: meta(RecordKind::Event),
             payload: Vec::new(),
         };
@@ -197,6 +201,7 @@ fn rejects_every_field_over_its_bound() {
 fn rejects_bytes_that_are_not_a_record() {
     let mut bytes = Vec::new();
     let record = NewRecord {
+        key_id: 5,
         meta: meta(RecordKind::Event),
         payload: vec![1, 2, 3],
     };
@@ -251,6 +256,7 @@ fn same_header_different_payload_gets_different_ciphertext_stream() {
     let encode = |payload: &[u8]| {
         let mut bytes = Vec::new();
         let record = NewRecord {
+            key_id: 5,
             meta: meta(RecordKind::Event),
             payload: payload.to_vec(),
         };

@@ -79,10 +79,11 @@ fn rotation_writes_under_the_new_key_and_reads_with_the_old() {
     )
     .unwrap();
     log.append(&[record(0, 10, 1)]).unwrap();
-    keys.rotate(DataKey::new(2, [2; 32]));
-    assert_eq!(keys.current_id(), 2);
+    keys.add(DataKey::new(2, [2; 32]));
     log.set_keys(keys.clone());
-    log.append(&[record(1, 10, 2)]).unwrap();
+    let mut second = record(1, 10, 2);
+    second.key_id = 2;
+    log.append(&[second]).unwrap();
     log.sync().unwrap();
     let records = log.reader().read(0, 10).unwrap();
     assert_eq!(
@@ -100,6 +101,43 @@ fn rotation_writes_under_the_new_key_and_reads_with_the_old() {
         log.reader().read(1, 1).unwrap()[0].payload,
         record(1, 10, 2).payload
     );
+}
+
+#[test]
+fn an_append_naming_a_key_the_ring_lacks_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut keys = KeyRing::new(DataKey::new(1, [1; 32]));
+    let (mut log, _) = PartitionLog::open(
+        dir.path(),
+        PARTITION,
+        keys.clone(),
+        node_key(),
+        small_config(),
+    )
+    .unwrap();
+    let mut unknown = record(1, 10, 1);
+    unknown.key_id = 9;
+    let error = log.append(&[record(0, 10, 1), unknown]).unwrap_err();
+    assert!(
+        matches!(
+            error,
+            LogError::KeyUnavailable {
+                position: 1,
+                key_id: 9
+            }
+        ),
+        "{error:?}"
+    );
+    assert_eq!(log.next_position(), 0, "a refused batch leaves no trace");
+    // A shredded key stops encrypting at once, even though appends had used it.
+    log.append(&[record(0, 10, 1)]).unwrap();
+    keys.remove(1);
+    keys.add(DataKey::new(2, [2; 32]));
+    log.set_keys(keys);
+    assert!(matches!(
+        log.append(&[record(1, 10, 2)]),
+        Err(LogError::KeyUnavailable { key_id: 1, .. })
+    ));
 }
 
 #[test]

@@ -43,6 +43,7 @@ pub(crate) fn node_key() -> Arc<NodeKey> {
 pub(crate) fn record(seed: u64, payload_bytes: usize, timestamp_ns: u64) -> NewRecord {
     let kinds = RecordKind::ALL;
     NewRecord {
+        key_id: 1,
         meta: RecordMeta {
             kind: kinds[seed as usize % kinds.len()],
             event_type: format!("Event{seed}"),

@@ -214,6 +214,7 @@ impl Node {
                 let mut parts = rest.splitn(3, ' ');
                 let body = CommandBody::Append {
                     events: vec![kimberlite_kernel::AppendEvent {
+                        subject: None,
                         stream: parts.next().unwrap().to_string(),
                         event_type: parts.next().unwrap().to_string(),
                         payload: parts.next().unwrap_or("").as_bytes().to_vec(),

@@ -1,0 +1,438 @@
+//! Keys and erasure as a user meets them at the shell, against a real node process: a table
+//! whose rows name a data subject, events appended about subjects, a key rotation, then
+//! `kimberlite erase`: the subject's rows are gone from the table now and AS OF any earlier
+//! position, its log records read as erased, other subjects are untouched, the printed
+//! attestation's signature verifies, the subject cannot be named again, and after a restart
+//! (replay) and a clean stop `kimberlite verify` still passes for the whole chain. A Wasm
+//! projection's view is rebuilt without the subject's events.
+
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_kimberlite");
+/// How long a started node may take to write its client config.
+const START_TIMEOUT_MS: u64 = 30_000;
+/// How long a node may take to stop after SIGTERM.
+const STOP_TIMEOUT_MS: u64 = 30_000;
+
+struct Node {
+    child: Child,
+}
+
+impl Node {
+    fn start(dir: &Path) -> Node {
+        let config = dir.join("client.toml");
+        // A restarted node rewrites client.toml (new port, the same admin token).
+        let modified = || std::fs::metadata(&config).and_then(|m| m.modified()).ok();
+        let before = modified();
+        let child = Command::new(BINARY)
+            .args(["start", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_millis(START_TIMEOUT_MS);
+        while modified().is_none() || modified() == before {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the node never wrote client.toml"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Node { child }
+    }
+
+    /// SIGTERM, then wait: a clean shutdown signs the final checkpoints.
+    fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill").arg(&pid).status().unwrap().success());
+        let deadline = std::time::Instant::now() + Duration::from_millis(STOP_TIMEOUT_MS);
+        while self.child.try_wait().unwrap().is_none() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the node did not stop"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs a client command against the node of `dir`; returns (success, stdout, stderr).
+fn kimberlite(dir: &Path, arguments: &[&str]) -> (bool, String, String) {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = Command::new(BINARY)
+        .args(arguments)
+        .env("KIMBERLITE_CONFIG", dir.join("client.toml"))
+        .env_remove("KIMBERLITE_TOKEN")
+        .output()
+        .unwrap();
+    (
+        status.success(),
+        String::from_utf8_lossy(&stdout).into_owned(),
+        String::from_utf8_lossy(&stderr).into_owned(),
+    )
+}
+
+fn ok(dir: &Path, arguments: &[&str]) -> String {
+    let (success, stdout, stderr) = kimberlite(dir, arguments);
+    assert!(
+        success,
+        "kimberlite {arguments:?} failed:\n{stdout}\n{stderr}"
+    );
+    stdout
+}
+
+/// The command fails; returns its stderr.
+fn refused(dir: &Path, arguments: &[&str]) -> String {
+    let (success, stdout, stderr) = kimberlite(dir, arguments);
+    assert!(!success, "kimberlite {arguments:?} succeeded:\n{stdout}");
+    stderr
+}
+
+fn sql(dir: &Path, statement: &str) -> String {
+    ok(
+        dir,
+        &["sql", "--tenant", "clinic", "--format", "csv", statement],
+    )
+}
+
+/// The last position of the tenant's log (from `log read`).
+fn log_lines(dir: &Path) -> Vec<String> {
+    ok(
+        dir,
+        &[
+            "log",
+            "read",
+            "--tenant",
+            "clinic",
+            "--limit",
+            "1000",
+            "--payloads",
+        ],
+    )
+    .lines()
+    .map(str::to_string)
+    .collect()
+}
+
+#[test]
+fn erasing_a_subject_shreds_its_data_everywhere_and_the_chain_still_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let node = Node::start(data);
+
+    ok(data, &["tenant", "create", "clinic"]);
+    sql(
+        data,
+        "CREATE TABLE visits (id BIGINT PRIMARY KEY, patient TEXT, note TEXT) WITH (subject = 'patient')",
+    );
+    sql(
+        data,
+        "INSERT INTO visits VALUES (1, 'p-ada', 'ada-secret-1'), (2, 'p-bob', 'bob-note'), (3, 'p-ada', 'ada-secret-2')",
+    );
+    sql(data, "UPDATE visits SET note = 'ada-secret-3' WHERE id = 1");
+    ok(
+        data,
+        &[
+            "append",
+            "--tenant",
+            "clinic",
+            "--stream",
+            "vitals",
+            "--kind",
+            "Measured",
+            "--subject",
+            "p-ada",
+            "{\"pulse\":\"ada-pulse-77\"}",
+        ],
+    );
+    // A view (the account-balances sample) over events that name subjects.
+    let module = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/guests/wasm32-unknown-unknown/release/account_balances.wasm");
+    assert!(
+        module.exists(),
+        "{} is missing: build the samples first (`cargo xtask build-guests`)",
+        module.display()
+    );
+    ok(
+        data,
+        &[
+            "projection",
+            "deploy",
+            "--tenant",
+            "clinic",
+            "--name",
+            "balances",
+            module.to_str().unwrap(),
+        ],
+    );
+    for (subject, amount) in [("p-ada", 700), ("p-bob", 5), ("p-ada", 11)] {
+        let payload = format!("{{\"account\":\"{subject}\",\"amount\":{amount}}}");
+        ok(
+            data,
+            &[
+                "append",
+                "--tenant",
+                "clinic",
+                "--stream",
+                "accounts",
+                "--kind",
+                "Deposited",
+                "--subject",
+                subject,
+                &payload,
+            ],
+        );
+    }
+    let balances = |data: &Path| {
+        ok(
+            data,
+            &[
+                "sql",
+                "--tenant",
+                "clinic",
+                "--format",
+                "csv",
+                "--after",
+                "0",
+                "SELECT account, balance FROM balances ORDER BY account",
+            ],
+        )
+    };
+    let before = balances(data);
+    assert!(
+        before.contains("p-ada,711") && before.contains("p-bob,5"),
+        "{before}"
+    );
+
+    // A subject column may not change: a row's records stay under one key.
+    let moved = refused(
+        data,
+        &[
+            "sql",
+            "--tenant",
+            "clinic",
+            "UPDATE visits SET patient = 'p-bob' WHERE id = 3",
+        ],
+    );
+    assert!(moved.contains("data subject"), "{moved}");
+
+    // Rotation: a logged record; later records use the new key, older ones stay readable.
+    let rotated = ok(
+        data,
+        &["key", "rotate", "--tenant", "clinic", "--reason", "yearly"],
+    );
+    assert!(rotated.contains("data key 2"), "{rotated}");
+    sql(
+        data,
+        "INSERT INTO visits VALUES (4, 'p-bob', 'bob-after-rotation')",
+    );
+    sql(
+        data,
+        "CREATE TABLE notes (id BIGINT PRIMARY KEY, text TEXT)",
+    );
+    let inserted = sql(data, "INSERT INTO notes VALUES (1, 'no subject here')");
+    // "1 row affected (log position N)": the last position before the erasure.
+    let position_before: u64 = inserted
+        .rsplit(' ')
+        .next()
+        .and_then(|last| last.trim().trim_end_matches(')').parse().ok())
+        .unwrap_or_else(|| panic!("no position in {inserted:?}"));
+    let before_erasure = log_lines(data);
+    assert!(before_erasure.iter().any(|l| l.contains("KeyRotated")));
+    assert!(
+        before_erasure
+            .iter()
+            .any(|l| l.contains("SubjectKeyCreated"))
+    );
+    assert!(before_erasure.iter().any(|l| l.contains("ada-secret-1")));
+
+    // Erase, with an attestation whose signature verifies.
+    let (success, stdout, stderr) = kimberlite(
+        data,
+        &[
+            "erase",
+            "--tenant",
+            "clinic",
+            "--subject",
+            "p-ada",
+            "--reason",
+            "GDPR art. 17 request #42",
+        ],
+    );
+    assert!(success, "erase failed:\n{stdout}\n{stderr}");
+    let attestation: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    check_attestation(&attestation);
+    assert_eq!(attestation["subject"], "p-ada");
+    assert_eq!(attestation["reason"], "GDPR art. 17 request #42");
+
+    // Tables, now and AS OF before the erasure: only the other subject's rows.
+    let now = sql(data, "SELECT id, patient, note FROM visits ORDER BY id");
+    assert!(
+        !now.contains("p-ada") && !now.contains("ada-secret"),
+        "{now}"
+    );
+    assert!(
+        now.contains("bob-note") && now.contains("bob-after-rotation"),
+        "{now}"
+    );
+    for position in [position_before, 5] {
+        let past = ok(
+            data,
+            &[
+                "sql",
+                "--tenant",
+                "clinic",
+                "--format",
+                "csv",
+                "--as-of-position",
+                &position.to_string(),
+                "SELECT id, patient, note FROM visits ORDER BY id",
+            ],
+        );
+        assert!(!past.contains("ada-secret"), "AS OF {position}: {past}");
+    }
+    assert!(sql(data, "SELECT text FROM notes").contains("no subject here"));
+    // The view was rebuilt without the erased subject's events (the query waits for it).
+    let view = balances(data);
+    assert!(
+        !view.contains("p-ada") && view.contains("p-bob,5"),
+        "{view}"
+    );
+
+    // The log: the subject's records are there (the chain is intact) but read as erased.
+    let after = log_lines(data);
+    let text = after.join("\n");
+    assert!(
+        !text.contains("ada-secret") && !text.contains("ada-pulse"),
+        "{text}"
+    );
+    assert!(text.contains("erased"), "{text}");
+    assert!(text.contains("SubjectErased"), "{text}");
+    assert!(text.contains("bob-note"), "{text}");
+
+    // The subject cannot be named again; erasing twice or an unknown subject is refused.
+    let again = refused(
+        data,
+        &[
+            "sql",
+            "--tenant",
+            "clinic",
+            "INSERT INTO visits VALUES (9, 'p-ada', 'back again')",
+        ],
+    );
+    assert!(again.contains("was erased at position"), "{again}");
+    let twice = refused(
+        data,
+        &[
+            "erase",
+            "--tenant",
+            "clinic",
+            "--subject",
+            "p-ada",
+            "--reason",
+            "x",
+        ],
+    );
+    assert!(twice.contains("was erased"), "{twice}");
+    let unknown = refused(
+        data,
+        &[
+            "erase",
+            "--tenant",
+            "clinic",
+            "--subject",
+            "p-nobody",
+            "--reason",
+            "x",
+        ],
+    );
+    assert!(
+        unknown.contains("no record of this tenant names"),
+        "{unknown}"
+    );
+    let no_reason = refused(
+        data,
+        &[
+            "erase",
+            "--tenant",
+            "clinic",
+            "--subject",
+            "p-bob",
+            "--reason",
+            " ",
+        ],
+    );
+    assert!(no_reason.contains("needs a reason"), "{no_reason}");
+
+    // The key is gone from the key file; the plaintext is on no disk.
+    let keys = std::fs::read_to_string(data.join("tenants/1/keys.json")).unwrap();
+    let keys: serde_json::Value = serde_json::from_str(&keys).unwrap();
+    let key_id = attestation["key_id"].as_u64().unwrap();
+    assert!(
+        keys["destroyed"]
+            .as_array()
+            .unwrap()
+            .contains(&key_id.into())
+    );
+    assert!(
+        keys["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|key| key["id"].as_u64() != Some(key_id))
+    );
+
+    // Restart: replay reads the erased records as erased and derives the same state.
+    node.stop();
+    let node = Node::start(data);
+    let replayed = sql(data, "SELECT id, patient, note FROM visits ORDER BY id");
+    assert_eq!(replayed, now);
+    assert_eq!(balances(data), view);
+    assert_eq!(log_lines(data), after);
+    node.stop();
+
+    let verified = ok(data, &["verify", "--data-dir", data.to_str().unwrap()]);
+    assert!(verified.to_lowercase().contains("ok"), "{verified}");
+}
+
+/// The attestation's head signature checks against its node key, and it binds the erasure
+/// record: the head covers the record's position.
+fn check_attestation(attestation: &serde_json::Value) {
+    let hex32 = |field: &str| -> [u8; 32] {
+        hex::decode(attestation[field].as_str().unwrap())
+            .unwrap()
+            .try_into()
+            .unwrap()
+    };
+    let head = kimberlite_merkle::TreeHead {
+        partition: attestation["partition"].as_u64().unwrap(),
+        size: attestation["tree_size"].as_u64().unwrap(),
+        root: hex32("root"),
+        chain_head: hex32("chain_head"),
+        timestamp_ns: attestation["head_timestamp_ns"].as_u64().unwrap(),
+    };
+    let signature: [u8; 64] = hex::decode(attestation["signature"].as_str().unwrap())
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let signed = kimberlite_merkle::SignedTreeHead { head, signature };
+    signed.verify(&hex32("node_public_key")).unwrap();
+    assert!(attestation["position"].as_u64().unwrap() < signed.head.size);
+    // A changed field breaks the signature.
+    let mut forged = signed;
+    forged.head.size += 1;
+    assert!(forged.verify(&hex32("node_public_key")).is_err());
+}
