@@ -16,6 +16,7 @@ mod peers;
 mod postgres;
 mod projection;
 mod query;
+mod quota;
 mod replicated;
 mod stats;
 mod verify;
@@ -54,6 +55,8 @@ enum Suite {
     Replicated,
     /// The `kimberlite` binary: a single node vs a cluster of 3 replica processes.
     Cluster,
+    /// One tenant flooding a node, another's lookup latency, with and without quotas.
+    Quota,
     /// Every suite whose prerequisites are present.
     All,
 }
@@ -173,6 +176,7 @@ fn main() -> anyhow::Result<()> {
             Suite::Projection,
             Suite::Replicated,
             Suite::Cluster,
+            Suite::Quota,
         ],
         ref one => std::slice::from_ref(one),
     };
@@ -200,6 +204,7 @@ fn main() -> anyhow::Result<()> {
             Suite::Projection => projection::run(&settings),
             Suite::Replicated => replicated::run(&settings),
             Suite::Cluster => cluster::run(&settings),
+            Suite::Quota => quota::run(&settings),
         };
         match result {
             Ok(()) => eprintln!(

@@ -274,6 +274,7 @@ impl<'a> Sessions<'a> {
             SYSTEM_TENANT,
             CommandBody::CreateTenant {
                 name: "bench".into(),
+                region: None,
             },
         ));
         let reply = submit_following_primary(cluster, &primary, 1, 1, Some(&create)).await?;

@@ -454,6 +454,25 @@ impl Client {
         self.write_request("key-rotate", request).await
     }
 
+    /// Sets a tenant's quotas (node admin; `None`: unlimited). See `Request::TenantQuota`.
+    pub async fn set_quota(
+        &self,
+        tenant: &str,
+        stored_bytes: Option<u64>,
+        appends_per_second: Option<u64>,
+        queries_per_second: Option<u64>,
+        reason: &str,
+    ) -> Result<WriteOutcome, ClientError> {
+        let request = Request::TenantQuota {
+            tenant: tenant.into(),
+            stored_bytes,
+            appends_per_second,
+            queries_per_second,
+            reason: reason.into(),
+        };
+        self.write_request("tenant-quota", request).await
+    }
+
     /// Erases a data subject (see `Request::Erase`); the outcome's position is the erasure
     /// record's.
     pub async fn erase(
@@ -524,7 +543,18 @@ impl Client {
 
     /// Creates a tenant (node admin only); returns its id.
     pub async fn create_tenant(&self, name: &str, reason: &str) -> Result<u64, ClientError> {
+        self.create_tenant_in(name, None, reason).await
+    }
+
+    /// Creates a tenant whose data must live in `region` (node admin only); returns its id.
+    pub async fn create_tenant_in(
+        &self,
+        name: &str,
+        region: Option<&str>,
+        reason: &str,
+    ) -> Result<u64, ClientError> {
         let request = Request::TenantCreate {
+            region: region.map(str::to_string),
             name: name.into(),
             reason: reason.into(),
         };

@@ -74,7 +74,14 @@ pub struct RequestFrame {
 #[serde(tag = "type")]
 pub enum Request {
     /// Node admin only.
-    TenantCreate { name: String, reason: String },
+    TenantCreate {
+        name: String,
+        reason: String,
+        /// Where the tenant's data must live: only a node of that region creates or serves
+        /// it (`kimberlite start --region`).
+        #[serde(default)]
+        region: Option<String>,
+    },
     /// Replica to replica (state transfer): the stored frames of a partition's records from
     /// `from` up to `end` (exclusive), as they are on disk. The token is the cluster's peer
     /// token; clients never send this.
@@ -168,6 +175,14 @@ pub enum Request {
         subject: String,
         reason: String,
     },
+    /// Sets a tenant's quotas (node admin); each `None` is unlimited. Logged.
+    TenantQuota {
+        tenant: String,
+        stored_bytes: Option<u64>,
+        appends_per_second: Option<u64>,
+        queries_per_second: Option<u64>,
+        reason: String,
+    },
 }
 
 impl Request {
@@ -187,6 +202,7 @@ impl Request {
             Request::ModuleRollback { .. } => "module-rollback",
             Request::KeyRotate { .. } => "key-rotate",
             Request::Erase { .. } => "erase",
+            Request::TenantQuota { .. } => "tenant-quota",
         }
     }
 }
@@ -441,6 +457,9 @@ pub enum ErrorCode {
     NotPrimary,
     /// A bug: the server logged details.
     Internal,
+    /// The tenant is over one of its quotas (the message names it, its value, and when to
+    /// retry for a rate); nothing was done.
+    QuotaExceeded,
 }
 
 impl ErrorCode {
@@ -459,6 +478,7 @@ impl ErrorCode {
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::NotPrimary => "not the primary",
             ErrorCode::Internal => "internal error",
+            ErrorCode::QuotaExceeded => "quota exceeded",
         }
     }
 }
@@ -561,6 +581,7 @@ mod tests {
     #[test]
     fn every_request_round_trips() {
         check_round_trip(Request::TenantCreate {
+            region: None,
             name: "clinic".into(),
             reason: "onboarding".into(),
         });

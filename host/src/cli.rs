@@ -72,6 +72,10 @@ pub enum Command {
         /// state and the logs from the other replicas.
         #[arg(long, requires = "replica")]
         recover: bool,
+        /// The region this node runs in: it creates and serves tenants of this region and
+        /// tenants without one, never another region's. Without it, only tenants without one.
+        #[arg(long, env = "KIMBERLITE_REGION", conflicts_with = "replica")]
+        region: Option<String>,
     },
     /// A cluster of replicas (Viewstamped Replication over QUIC).
     Cluster {
@@ -265,8 +269,28 @@ pub enum TenantCommand {
         name: String,
         #[arg(long, default_value = "")]
         reason: String,
+        /// Where the tenant's data must live: only nodes started with this --region create
+        /// and serve it.
+        #[arg(long)]
+        region: Option<String>,
     },
     List,
+    /// Set a tenant's quotas (node admin; logged). Each one not given is unlimited. A
+    /// request over a quota is refused with `quota exceeded`, naming it and its value.
+    Quota {
+        name: String,
+        /// Bytes of the tenant's log; writes are refused at or above it.
+        #[arg(long)]
+        stored_bytes: Option<u64>,
+        /// Records appended per second (an append of n events counts n, a SQL write 1).
+        #[arg(long)]
+        appends_per_second: Option<u64>,
+        /// SELECT queries per second.
+        #[arg(long)]
+        queries_per_second: Option<u64>,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -390,8 +414,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             .await
         }
         Command::Start {
-            data_dir, listen, ..
-        } => start(data_dir, listen).await,
+            data_dir,
+            listen,
+            region,
+            ..
+        } => start(data_dir, listen, region).await,
         Command::Cluster { command } => crate::cluster_cli::run(&connection, command).await,
         Command::Demo { keep, guests } => crate::demo::run(keep, guests).await,
         Command::Sql {
@@ -438,9 +465,33 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tenant { command } => {
             let client = connection.connect().await?;
             match command {
-                TenantCommand::Create { name, reason } => {
-                    let id = client.create_tenant(&name, &reason).await?;
+                TenantCommand::Create {
+                    name,
+                    reason,
+                    region,
+                } => {
+                    let id = client
+                        .create_tenant_in(&name, region.as_deref(), &reason)
+                        .await?;
                     println!("created tenant `{name}` (id {id})");
+                }
+                TenantCommand::Quota {
+                    name,
+                    stored_bytes,
+                    appends_per_second,
+                    queries_per_second,
+                    reason,
+                } => {
+                    let written = client
+                        .set_quota(
+                            &name,
+                            stored_bytes,
+                            appends_per_second,
+                            queries_per_second,
+                            &reason,
+                        )
+                        .await?;
+                    println!("{}", written.summary);
                 }
                 TenantCommand::List => {
                     let tenants = client.list_tenants().await?;
@@ -701,8 +752,16 @@ pub fn describe_record(record: &kimberlite_client::LogRecord, payloads: bool) ->
     )
 }
 
-async fn start(data_dir: PathBuf, listen: SocketAddr) -> anyhow::Result<()> {
-    let server = EmbeddedServer::start(NodeOptions::new(&data_dir), listen).await?;
+async fn start(
+    data_dir: PathBuf,
+    listen: SocketAddr,
+    region: Option<String>,
+) -> anyhow::Result<()> {
+    let options = NodeOptions {
+        region,
+        ..NodeOptions::new(&data_dir)
+    };
+    let server = EmbeddedServer::start(options, listen).await?;
     for note in &server.report.notes {
         eprintln!("recovery: {note}");
     }

@@ -14,6 +14,7 @@ pub mod files;
 pub mod keys;
 pub mod modules;
 pub mod node;
+pub mod quota;
 pub mod render;
 pub mod repl;
 pub mod replicated;

@@ -109,6 +109,10 @@ impl Layout {
 pub struct NodeOptions {
     pub data_dir: PathBuf,
     pub log: LogConfig,
+    /// The region this node runs in: it creates and serves tenants of its region and tenants
+    /// created without one, never a tenant of another region. `None`: only tenants without a
+    /// region.
+    pub region: Option<String>,
 }
 
 impl NodeOptions {
@@ -116,6 +120,7 @@ impl NodeOptions {
         NodeOptions {
             data_dir: data_dir.into(),
             log: LogConfig::default(),
+            region: None,
         }
     }
 }
@@ -152,6 +157,10 @@ struct Shared {
     stopping: AtomicBool,
     /// The key this node signs tree heads with (`DATA/node.pub`).
     node_public_key: [u8; 32],
+    /// This node's region (`NodeOptions::region`).
+    region: Option<String>,
+    /// The tenants' rate buckets.
+    quotas: crate::quota::Quotas,
 }
 
 /// How a replica of a cluster writes: through consensus (see `crate::cluster`). The node
@@ -179,6 +188,7 @@ impl Shared {
         catalog: Catalog,
         readers: BTreeMap<TenantId, LogReader>,
         node_public_key: [u8; 32],
+        region: Option<String>,
     ) -> anyhow::Result<Arc<Shared>> {
         let engine = kimberlite_projections::wasm::Engine::new()
             .map_err(|error| anyhow::anyhow!("cannot start the Wasm engine: {error}"))?;
@@ -192,6 +202,8 @@ impl Shared {
             batches: (Mutex::new(0), Condvar::new()),
             stopping: AtomicBool::new(false),
             node_public_key,
+            region,
+            quotas: crate::quota::Quotas::default(),
         }))
     }
 
@@ -321,6 +333,7 @@ impl Node {
             kernel.catalog().clone(),
             readers,
             node_key.public_key().to_bytes(),
+            options.region.clone(),
         )?;
         let (sender, receiver) = std::sync::mpsc::sync_channel(WRITE_QUEUE_JOBS_MAX);
         let writer = Writer {
@@ -382,6 +395,9 @@ impl Node {
             NodeKey::load_public_key(root)
                 .context("cannot read the node public key")?
                 .to_bytes(),
+            // A replica takes no region yet (cluster.toml has none): it holds only
+            // tenants without one.
+            None,
         )?;
         let runner = {
             let writes = writes.clone();
@@ -588,20 +604,34 @@ impl Node {
         let token = authenticate(&catalog, &frame.token)?;
         let client = (frame.client_id.0, frame.request_number);
         match frame.request {
-            Request::TenantCreate { name, reason } => {
+            Request::TenantCreate {
+                name,
+                reason,
+                region,
+            } => {
                 require(
                     &token,
                     SYSTEM_TENANT,
                     Action::ManageTenants,
                     "create tenants",
                 )?;
+                if !may_hold(region.as_deref(), self.shared.region.as_deref()) {
+                    return Err(region_refused(
+                        &format!("cannot create tenant `{name}`"),
+                        region.as_deref(),
+                        self.shared.region.as_deref(),
+                    ));
+                }
                 let command = self.command(
                     SYSTEM_TENANT,
                     client.0,
                     client.1,
                     &token.name,
                     &reason,
-                    CommandBody::CreateTenant { name: name.clone() },
+                    CommandBody::CreateTenant {
+                        name: name.clone(),
+                        region,
+                    },
                 );
                 let written = self.write(vec![command]).await?;
                 match written.outcomes.first() {
@@ -656,7 +686,7 @@ impl Node {
                 attributes,
                 reason,
             } => {
-                let tenant_id = resolve_tenant(&catalog, &token, &tenant)?;
+                let tenant_id = self.resolve_tenant(&catalog, &token, &tenant)?;
                 require(&token, tenant_id, Action::ManageTokens, "create tokens")?;
                 if roles.is_empty() {
                     return Err(bad_request(
@@ -696,7 +726,7 @@ impl Node {
                 after,
                 emergency,
             } => {
-                let tenant_id = resolve_tenant(&catalog, &token, &tenant)?;
+                let tenant_id = self.resolve_tenant(&catalog, &token, &tenant)?;
                 let statement = sql::parse(&sql).map_err(|error| WireError {
                     code: ErrorCode::BadSql,
                     message: error.to_string(),
@@ -706,6 +736,10 @@ impl Node {
                 }
                 authorize(&catalog, &token, tenant_id, &statement, emergency.is_some())?;
                 let params: Vec<_> = params.into_iter().map(convert::from_wire).collect();
+                match &statement {
+                    Statement::Select(_) => self.admit_query(&catalog, tenant_id, &tenant)?,
+                    _ => self.admit_write(&catalog, tenant_id, &tenant, 1)?,
+                }
                 match statement {
                     Statement::Select(select) => {
                         if !reason.is_empty() {
@@ -813,11 +847,12 @@ impl Node {
                 events,
                 reason,
             } => {
-                let tenant_id = resolve_tenant(&catalog, &token, &tenant)?;
+                let tenant_id = self.resolve_tenant(&catalog, &token, &tenant)?;
                 require(&token, tenant_id, Action::Write, "append events")?;
                 if events.is_empty() {
                     return Err(bad_request("an append needs at least one event".into()));
                 }
+                self.admit_write(&catalog, tenant_id, &tenant, events.len() as u64)?;
                 if events.len() > kimberlite_client::protocol::APPEND_EVENTS_MAX {
                     return Err(WireError {
                         code: ErrorCode::TooLarge,
@@ -869,7 +904,7 @@ impl Node {
                 config,
                 reason,
             } => {
-                let tenant_id = resolve_tenant(&catalog, &token, &tenant)?;
+                let tenant_id = self.resolve_tenant(&catalog, &token, &tenant)?;
                 require(
                     &token,
                     tenant_id,
@@ -893,7 +928,7 @@ impl Node {
                 name,
                 reason,
             } => {
-                let tenant_id = resolve_tenant(&catalog, &token, &tenant)?;
+                let tenant_id = self.resolve_tenant(&catalog, &token, &tenant)?;
                 require(
                     &token,
                     tenant_id,
@@ -908,12 +943,43 @@ impl Node {
                     self.command(tenant_id, client.0, client.1, &token.name, &reason, body);
                 Ok(written_response(&self.write(vec![command]).await?))
             }
+            Request::TenantQuota {
+                tenant,
+                stored_bytes,
+                appends_per_second,
+                queries_per_second,
+                reason,
+            } => {
+                require(
+                    &token,
+                    SYSTEM_TENANT,
+                    Action::ManageTenants,
+                    "set tenant quotas",
+                )?;
+                let target = resolve_tenant(&catalog, &token, &tenant)?;
+                let command = self.command(
+                    SYSTEM_TENANT,
+                    client.0,
+                    client.1,
+                    &token.name,
+                    &reason,
+                    CommandBody::SetQuota {
+                        target,
+                        quota: kimberlite_kernel::Quota {
+                            stored_bytes,
+                            appends_per_second,
+                            queries_per_second,
+                        },
+                    },
+                );
+                Ok(written_response(&self.write(vec![command]).await?))
+            }
             Request::Erase {
                 tenant,
                 subject,
                 reason,
             } => {
-                let tenant_id = resolve_tenant(&catalog, &token, &tenant)?;
+                let tenant_id = self.resolve_tenant(&catalog, &token, &tenant)?;
                 require(
                     &token,
                     tenant_id,
@@ -937,7 +1003,7 @@ impl Node {
                 Ok(written_response(&self.write(vec![command]).await?))
             }
             Request::KeyRotate { tenant, reason } => {
-                let tenant_id = resolve_tenant(&catalog, &token, &tenant)?;
+                let tenant_id = self.resolve_tenant(&catalog, &token, &tenant)?;
                 require(
                     &token,
                     tenant_id,
@@ -959,7 +1025,7 @@ impl Node {
                 from,
                 limit,
             } => {
-                let tenant_id = resolve_tenant(&catalog, &token, &tenant)?;
+                let tenant_id = self.resolve_tenant(&catalog, &token, &tenant)?;
                 require(&token, tenant_id, Action::Audit, "read the log")?;
                 let limit = limit.min(kimberlite_client::protocol::READ_LOG_RECORDS_MAX) as usize;
                 let reader = self.reader(tenant_id)?;
@@ -983,7 +1049,7 @@ impl Node {
                 position,
                 trusted_size,
             } => {
-                let tenant_id = resolve_tenant(&catalog, &token, &tenant)?;
+                let tenant_id = self.resolve_tenant(&catalog, &token, &tenant)?;
                 require(&token, tenant_id, Action::Audit, "read proofs of the log")?;
                 let reader = self.reader(tenant_id)?;
                 let public_key = self.shared.node_public_key;
@@ -1121,6 +1187,75 @@ impl Node {
 }
 
 impl Node {
+    /// A query of `tenant` within its `queries_per_second` quota.
+    fn admit_query(
+        &self,
+        catalog: &Catalog,
+        tenant: TenantId,
+        name: &str,
+    ) -> Result<(), WireError> {
+        match catalog.tenant(tenant) {
+            Some(state) if !state.quota.is_unlimited() => {
+                self.shared
+                    .quotas
+                    .take(tenant, name, &state.quota, crate::quota::Rate::Queries, 1)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// A write of `records` records to `tenant` within its `stored_bytes` and
+    /// `appends_per_second` quotas.
+    fn admit_write(
+        &self,
+        catalog: &Catalog,
+        tenant: TenantId,
+        name: &str,
+        records: u64,
+    ) -> Result<(), WireError> {
+        let Some(state) = catalog
+            .tenant(tenant)
+            .filter(|state| !state.quota.is_unlimited())
+        else {
+            return Ok(());
+        };
+        if state.quota.stored_bytes.is_some() {
+            let stored = self.reader(tenant)?.stored_bytes();
+            self.shared
+                .quotas
+                .check_stored(name, &state.quota, stored)?;
+        }
+        self.shared.quotas.take(
+            tenant,
+            name,
+            &state.quota,
+            crate::quota::Rate::Appends,
+            records,
+        )
+    }
+
+    /// The tenant a request names ([`resolve_tenant`]), refused if its region is not this
+    /// node's: a node never serves data that must live elsewhere.
+    fn resolve_tenant(
+        &self,
+        catalog: &Catalog,
+        token: &Token,
+        name: &str,
+    ) -> Result<TenantId, WireError> {
+        let id = resolve_tenant(catalog, token, name)?;
+        let region = catalog
+            .tenant(id)
+            .and_then(|tenant| tenant.region.as_deref());
+        if !may_hold(region, self.shared.region.as_deref()) {
+            return Err(region_refused(
+                &format!("this node may not serve tenant `{name}`"),
+                region,
+                self.shared.region.as_deref(),
+            ));
+        }
+        Ok(id)
+    }
+
     /// Read-your-writes on views: waits until every live, healthy projection version of
     /// `tenant` has applied the log through `after`.
     async fn wait_for_views(&self, tenant: TenantId, after: Position) -> Result<(), WireError> {
@@ -1640,6 +1775,29 @@ fn describe_action(action: Action) -> &'static str {
 
 /// Resolves a tenant name for a token. A tenant token naming another tenant is refused
 /// without saying whether that tenant exists.
+/// Whether a node of region `node` may hold a tenant of region `tenant`: a tenant without a
+/// region may live anywhere; one with a region only on nodes of that region.
+fn may_hold(tenant: Option<&str>, node: Option<&str>) -> bool {
+    tenant.is_none() || tenant == node
+}
+
+/// A tenant in one region may be held only by a node of that region.
+fn region_refused(what: &str, tenant: Option<&str>, node: Option<&str>) -> WireError {
+    let describe = |region: Option<&str>| match region {
+        Some(region) => format!("region `{region}`"),
+        None => "no region".to_string(),
+    };
+    WireError {
+        code: ErrorCode::PermissionDenied,
+        message: format!(
+            "{what}: the tenant's data must live in {}, and this node runs in {} (start a node with --region {} for it)",
+            describe(tenant),
+            describe(node),
+            tenant.unwrap_or("…")
+        ),
+    }
+}
+
 fn resolve_tenant(catalog: &Catalog, token: &Token, name: &str) -> Result<TenantId, WireError> {
     let found = catalog.tenant_by_name(name).map(|tenant| tenant.id);
     if token.tenant != SYSTEM_TENANT && found != Some(token.tenant) {
@@ -1674,6 +1832,7 @@ fn summarize(written: &Written) -> String {
         }
         Some(Outcome::Skipped { notice }) => notice.clone(),
         Some(Outcome::AccessChanged { summary }) => summary.clone(),
+        Some(Outcome::QuotaSet { tenant }) => format!("QUOTA SET for tenant {tenant}"),
         Some(Outcome::SubjectErased { subject, key_id }) => format!(
             "ERASE {subject}: key {key_id} destroyed; its rows left every table (now and AS OF), its log records read as erased"
         ),
@@ -2068,6 +2227,7 @@ impl Writer {
                     | Outcome::AccessRecorded
                     | Outcome::KeyRotated { .. }
                     | Outcome::Skipped { .. } => {}
+                    Outcome::QuotaSet { .. } => catalog_changed = true,
                 }
                 written.outcomes.push(effects.outcome);
                 if failure.is_some() {

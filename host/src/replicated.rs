@@ -259,6 +259,8 @@ struct CommandV1 {
 enum BodyV1 {
     CreateTenant {
         name: String,
+        #[serde(default)]
+        region: Option<String>,
     },
     CreateToken {
         tenant: TenantId,
@@ -320,6 +322,10 @@ enum BodyV1 {
     Erase {
         subject: String,
     },
+    SetQuota {
+        target: TenantId,
+        quota: kimberlite_kernel::Quota,
+    },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -349,7 +355,7 @@ fn cluster_kernel(mut kernel: Kernel) -> Kernel {
 /// encoded: the committed op supplies them (see the module docs).
 pub fn encode_command(command: &Command) -> Vec<u8> {
     let body = match command.body.clone() {
-        CommandBody::CreateTenant { name } => BodyV1::CreateTenant { name },
+        CommandBody::CreateTenant { name, region } => BodyV1::CreateTenant { name, region },
         CommandBody::CreateToken {
             tenant,
             name,
@@ -435,6 +441,7 @@ pub fn encode_command(command: &Command) -> Vec<u8> {
         },
         CommandBody::RotateKey => BodyV1::RotateKey,
         CommandBody::Erase { subject } => BodyV1::Erase { subject },
+        CommandBody::SetQuota { target, quota } => BodyV1::SetQuota { target, quota },
     };
     let mirror = CommandV1 {
         tenant: command.tenant,
@@ -458,7 +465,7 @@ pub fn decode_command(
     const WHAT: &str = "command";
     let mirror: CommandV1 = decode_versioned(WHAT, bytes, COMMAND_FORMAT)?;
     let body = match mirror.body {
-        BodyV1::CreateTenant { name } => CommandBody::CreateTenant { name },
+        BodyV1::CreateTenant { name, region } => CommandBody::CreateTenant { name, region },
         BodyV1::CreateToken {
             tenant,
             name,
@@ -553,6 +560,7 @@ pub fn decode_command(
         },
         BodyV1::RotateKey => CommandBody::RotateKey,
         BodyV1::Erase { subject } => CommandBody::Erase { subject },
+        BodyV1::SetQuota { target, quota } => CommandBody::SetQuota { target, quota },
     };
     Ok(Command {
         tenant: mirror.tenant,
@@ -641,6 +649,7 @@ pub enum ReplyOutcome {
     AccessChanged { summary: String },
     KeyRotated { key_id: u32 },
     SubjectErased { subject: String, key_id: u32 },
+    QuotaSet { tenant: TenantId },
 }
 
 impl ReplyOutcome {
@@ -672,6 +681,7 @@ impl ReplyOutcome {
             ReplyOutcome::SubjectErased { subject, key_id } => {
                 Outcome::SubjectErased { subject, key_id }
             }
+            ReplyOutcome::QuotaSet { tenant } => Outcome::QuotaSet { tenant },
         }
     }
 }
@@ -704,6 +714,7 @@ impl From<Outcome> for ReplyOutcome {
             Outcome::SubjectErased { subject, key_id } => {
                 ReplyOutcome::SubjectErased { subject, key_id }
             }
+            Outcome::QuotaSet { tenant } => ReplyOutcome::QuotaSet { tenant },
         }
     }
 }

@@ -79,7 +79,10 @@ fn command(tenant: TenantId, body: CommandBody) -> Command {
 fn create_tenant(name: &str) -> Command {
     command(
         SYSTEM_TENANT,
-        CommandBody::CreateTenant { name: name.into() },
+        CommandBody::CreateTenant {
+            name: name.into(),
+            region: None,
+        },
     )
 }
 

@@ -44,9 +44,37 @@ pub struct Tenant {
     /// Row filters (`CREATE POLICY`), by table or view name, then by filter name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     row_filters: BTreeMap<String, BTreeMap<String, RowFilter>>,
+    /// Limits the node enforces for the tenant (`tenant quota`); none by default.
+    #[serde(default, skip_serializing_if = "Quota::is_unlimited")]
+    pub quota: Quota,
+    /// The region the tenant's data must live in (`None`: any node may hold it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
     /// Data subjects named by the tenant's records, each with its own key id.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     subjects: BTreeMap<String, Subject>,
+}
+
+/// A tenant's quotas: what one tenant may take of a node, so that it cannot starve the
+/// others. `None`: unlimited. Set by a logged `QuotaSet` record; enforced by the host
+/// (rates are admission control over wall-clock time, not replicated state).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quota {
+    /// Bytes of the tenant's log on disk; writes are refused at or above it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored_bytes: Option<u64>,
+    /// Records appended per second (an append of n events counts n, a SQL write 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub appends_per_second: Option<u64>,
+    /// Queries (SELECT) per second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queries_per_second: Option<u64>,
+}
+
+impl Quota {
+    pub fn is_unlimited(&self) -> bool {
+        *self == Quota::default()
+    }
 }
 
 /// A data subject (a patient, a customer): records naming it are encrypted under its key.
@@ -378,7 +406,13 @@ impl Catalog {
         self.next_token.max(1)
     }
 
-    pub(crate) fn add_tenant(&mut self, id: TenantId, name: String, created_at: Position) {
+    pub(crate) fn add_tenant(
+        &mut self,
+        id: TenantId,
+        name: String,
+        region: Option<String>,
+        created_at: Position,
+    ) {
         assert_eq!(id, self.next_tenant_id(), "tenant ids are dense");
         assert!(
             self.tenant_by_name(&name).is_none(),
@@ -394,6 +428,8 @@ impl Catalog {
             grants: BTreeMap::new(),
             row_filters: BTreeMap::new(),
             subjects: BTreeMap::new(),
+            region,
+            quota: Quota::default(),
         };
         self.tenants.insert(id, tenant);
     }
@@ -523,6 +559,10 @@ impl Tenant {
             .get(table)
             .into_iter()
             .flat_map(BTreeMap::values)
+    }
+
+    pub(crate) fn set_quota(&mut self, quota: Quota) {
+        self.quota = quota;
     }
 
     pub fn subject(&self, name: &str) -> Option<&Subject> {

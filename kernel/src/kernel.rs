@@ -7,7 +7,7 @@
 //! time and identity come in the command, never from a clock.
 
 use crate::access::{FilterKind, Privilege, RowFilter};
-use crate::catalog::{Catalog, TableDef, Token};
+use crate::catalog::{Catalog, Quota, TableDef, Token};
 use crate::error::ErrorClass;
 use crate::expr::{self, AssignError, Columns, ExprError, KeyLookup, NoColumns};
 use crate::limits::{
@@ -45,7 +45,12 @@ pub struct Command {
 #[derive(Clone, Debug, PartialEq)]
 pub enum CommandBody {
     /// Creates a tenant; only in a node-level command (`tenant = SYSTEM_TENANT`).
-    CreateTenant { name: String },
+    CreateTenant {
+        name: String,
+        /// Where the tenant's data must live; only nodes of that region hold and serve it
+        /// (the host checks its own region before submitting).
+        region: Option<String>,
+    },
     /// Creates a token in `tenant` (`SYSTEM_TENANT`: a node-admin token), from a
     /// node-level command or one of that same tenant.
     CreateToken {
@@ -103,6 +108,8 @@ pub enum CommandBody {
     },
     /// Starts a new data key for the partition's new records (older records keep theirs).
     RotateKey,
+    /// Sets a tenant's quotas (node-level: `tenant = SYSTEM_TENANT`); replaces them all.
+    SetQuota { target: TenantId, quota: Quota },
     /// Erases a data subject: its key is destroyed (by the host, once the record is
     /// durable), its rows leave every table and every version, its records read as erased.
     Erase { subject: String },
@@ -182,6 +189,9 @@ pub enum Outcome {
     /// record on; the host must hold that key before it appends them.
     KeyRotated {
         key_id: u32,
+    },
+    QuotaSet {
+        tenant: TenantId,
     },
     /// A subject was erased: the host must destroy key `key_id` once the record is durable.
     SubjectErased {
@@ -413,6 +423,7 @@ const SNAPSHOT_FORMAT: u32 = 1;
 enum Change {
     TenantCreated {
         name: String,
+        region: Option<String>,
     },
     TokenCreated(Token),
     TableCreated {
@@ -457,6 +468,11 @@ enum Change {
     /// The partition's data key becomes `key_id` after this record.
     KeyRotated {
         key_id: u32,
+    },
+    /// A tenant's quotas change (a record of the system partition).
+    QuotaSet {
+        tenant: TenantId,
+        quota: Quota,
     },
     /// A data subject's first record: it gets key `key_id`.
     SubjectKeyCreated {
@@ -531,7 +547,9 @@ impl Kernel {
             });
         }
         let plan = match &cmd.body {
-            CommandBody::CreateTenant { name } => self.plan_create_tenant(cmd, name)?,
+            CommandBody::CreateTenant { name, region } => {
+                self.plan_create_tenant(cmd, name, region.as_deref())?
+            }
             CommandBody::CreateToken {
                 tenant,
                 name,
@@ -606,6 +624,9 @@ impl Kernel {
                 }
             }
             CommandBody::RotateKey => self.plan_rotate_key(cmd)?,
+            CommandBody::SetQuota { target, quota } => {
+                self.plan_set_quota(cmd, *target, quota.clone())?
+            }
             CommandBody::Erase { subject } => self.plan_erase(cmd, subject)?,
         };
         self.commit(cmd, plan, rows)
@@ -772,9 +793,9 @@ impl Kernel {
         }
         for (position, change) in changes {
             match change {
-                Change::TenantCreated { name } => {
+                Change::TenantCreated { name, region } => {
                     let id = self.catalog.next_tenant_id();
-                    self.catalog.add_tenant(id, name, position);
+                    self.catalog.add_tenant(id, name, region, position);
                 }
                 Change::TokenCreated(token) => self.catalog.add_token(token),
                 Change::TableCreated {
@@ -841,6 +862,14 @@ impl Kernel {
                 Change::KeyRotated { key_id } => {
                     self.partitions.entry(tenant).or_default().data_key = key_id;
                 }
+                Change::QuotaSet {
+                    tenant: target,
+                    quota,
+                } => self
+                    .catalog
+                    .tenant_mut(target)
+                    .expect("quotas are set on existing tenants")
+                    .set_quota(quota),
                 Change::SubjectKeyCreated { subject, key_id } => self
                     .catalog
                     .tenant_mut(tenant)
@@ -919,7 +948,26 @@ impl Kernel {
                 if self.catalog.tenant_by_name(&created.name).is_some() {
                     return refuse(format!("tenant `{}` already exists", created.name));
                 }
-                Ok(Change::TenantCreated { name: created.name })
+                if let Some(region) = &created.region {
+                    check_region(region).map_err(|error| PayloadError(error.to_string()))?;
+                }
+                Ok(Change::TenantCreated {
+                    name: created.name,
+                    region: created.region,
+                })
+            }
+            (RecordKind::Catalog, payload::EVENT_QUOTA_SET) => {
+                let set: payload::QuotaSet = payload::from_json("QuotaSet", bytes)?;
+                if tenant != SYSTEM_TENANT || self.catalog.tenant(set.tenant).is_none() {
+                    return refuse(format!(
+                        "a quota of tenant {} outside the system partition or of no tenant",
+                        set.tenant
+                    ));
+                }
+                Ok(Change::QuotaSet {
+                    tenant: set.tenant,
+                    quota: set.quota,
+                })
             }
             (RecordKind::Catalog, payload::EVENT_TOKEN_CREATED) => {
                 let created: payload::TokenCreated = payload::from_json("TokenCreated", bytes)?;
@@ -1142,11 +1190,19 @@ impl Kernel {
         })
     }
 
-    fn plan_create_tenant(&self, cmd: &Command, name: &str) -> Result<Plan, KernelError> {
+    fn plan_create_tenant(
+        &self,
+        cmd: &Command,
+        name: &str,
+        region: Option<&str>,
+    ) -> Result<Plan, KernelError> {
         if cmd.tenant != SYSTEM_TENANT {
             return Err(KernelError::NotNodeLevel(cmd.tenant));
         }
         check_tenant_name(name)?;
+        if let Some(region) = region {
+            check_region(region)?;
+        }
         if self.catalog.tenant_by_name(name).is_some() {
             return Err(KernelError::TenantExists(name.to_string()));
         }
@@ -1154,6 +1210,7 @@ impl Kernel {
         let created = payload::TenantCreated {
             tenant,
             name: name.to_string(),
+            region: region.map(str::to_string),
         };
         Ok(Plan {
             partition: SYSTEM_TENANT,
@@ -1165,6 +1222,7 @@ impl Kernel {
                 payload: payload::to_json(&created),
                 change: Change::TenantCreated {
                     name: name.to_string(),
+                    region: region.map(str::to_string),
                 },
             }],
             outcome: Outcome::TenantCreated {
@@ -1328,6 +1386,53 @@ impl Kernel {
                 subject: subject.to_string(),
                 key_id: known.key_id,
             },
+        })
+    }
+
+    fn plan_set_quota(
+        &self,
+        cmd: &Command,
+        target: TenantId,
+        quota: Quota,
+    ) -> Result<Plan, KernelError> {
+        if cmd.tenant != SYSTEM_TENANT {
+            return Err(KernelError::NotNodeLevel(cmd.tenant));
+        }
+        if self.catalog.tenant(target).is_none() {
+            return Err(KernelError::UnknownTenant(target));
+        }
+        for (name, value) in [
+            ("stored_bytes", quota.stored_bytes),
+            ("appends_per_second", quota.appends_per_second),
+            ("queries_per_second", quota.queries_per_second),
+        ] {
+            if value == Some(0) {
+                return Err(KernelError::Invalid {
+                    what: "quota",
+                    why: format!(
+                        "{name} = 0 would refuse everything; give a positive value or none"
+                    ),
+                });
+            }
+        }
+        let set = payload::QuotaSet {
+            tenant: target,
+            quota: quota.clone(),
+        };
+        Ok(Plan {
+            partition: SYSTEM_TENANT,
+            entries: vec![Entry {
+                subject: None,
+                kind: RecordKind::Catalog,
+                event_type: payload::EVENT_QUOTA_SET.to_string(),
+                stream: payload::STREAM_TENANTS.to_string(),
+                payload: payload::to_json(&set),
+                change: Change::QuotaSet {
+                    tenant: target,
+                    quota,
+                },
+            }],
+            outcome: Outcome::QuotaSet { tenant: target },
         })
     }
 
@@ -2159,6 +2264,16 @@ fn check_tenant_name(name: &str) -> Result<(), KernelError> {
         });
     }
     Ok(())
+}
+
+/// A region name: like a tenant name (`eu-west`, `us_1`).
+fn check_region(region: &str) -> Result<(), KernelError> {
+    check_tenant_name(region).map_err(|_| KernelError::Invalid {
+        what: "region",
+        why: format!(
+            "{region:?}: use 1 to {TENANT_NAME_BYTES_MAX} ASCII letters, digits, `-`, `_` or `.`, starting with a letter or digit"
+        ),
+    })
 }
 
 mod deploy;

@@ -28,7 +28,7 @@ pub mod store;
 pub mod timestamp;
 pub mod value;
 
-pub use catalog::{Action, BuiltinRole, Catalog, TableDef, Tenant, Token};
+pub use catalog::{Action, BuiltinRole, Catalog, Quota, TableDef, Tenant, Token};
 pub use error::ErrorClass;
 pub use kernel::{
     AppendEvent, Command, CommandBody, Effects, FIRST_DATA_KEY_ID, Kernel, KernelError, Outcome,

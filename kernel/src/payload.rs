@@ -28,6 +28,8 @@
 //! - `DropTable` (kind `Ddl`, stream = table name): `{"table":"patients","table_id":3}`.
 //! - `TenantCreated` (kind `Catalog`, system partition, stream `tenants`):
 //!   `{"tenant":1,"name":"clinic"}`.
+//! - `QuotaSet` (kind `Catalog`, system partition, stream `tenants`): a tenant's quotas,
+//!   `{"tenant":1,"quota":{"queries_per_second":50}}` (an absent limit is unlimited).
 //! - `TokenCreated` (kind `Catalog`, system partition, stream `tokens`):
 //!   `{"token":1,"tenant":1,"name":"alice","secret_hash":"<64 hex digits>","roles":["writer"],"attributes":[["ward","3"]]}`.
 //!   The secret itself is never in the log, only its SHA-256.
@@ -69,6 +71,7 @@ pub const EVENT_REVOKE: &str = "Revoke";
 pub const EVENT_CREATE_POLICY: &str = "CreatePolicy";
 pub const EVENT_DROP_POLICY: &str = "DropPolicy";
 pub const EVENT_KEY_ROTATED: &str = "KeyRotated";
+pub const EVENT_QUOTA_SET: &str = "QuotaSet";
 pub const EVENT_SUBJECT_KEY_CREATED: &str = "SubjectKeyCreated";
 pub const EVENT_SUBJECT_ERASED: &str = "SubjectErased";
 pub const STREAM_ACCESS: &str = "kimberlite.access";
@@ -214,6 +217,14 @@ pub struct Access {
     /// The reason of a break-glass read (grants and row filters were bypassed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub emergency: Option<String>,
+}
+
+/// The payload of `QuotaSet`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaSet {
+    pub tenant: TenantId,
+    pub quota: crate::catalog::Quota,
 }
 
 /// The payload of `KeyRotated`.
@@ -362,6 +373,9 @@ pub struct DropTable {
 pub struct TenantCreated {
     pub tenant: TenantId,
     pub name: String,
+    /// Where the tenant's data must live (`tenant create --region`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
 }
 
 /// The payload of `TokenCreated`.

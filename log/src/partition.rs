@@ -1120,6 +1120,16 @@ impl LogReader {
         self.shared.state().index.clone()
     }
 
+    /// Bytes of the published records in the segment files (what the partition stores).
+    pub fn stored_bytes(&self) -> u64 {
+        self.shared
+            .state()
+            .segments
+            .iter()
+            .map(|segment| segment.bytes)
+            .sum()
+    }
+
     /// The visible end (exclusive): what `sync` made durable, or what
     /// [`PartitionLog::publish_unsynced`] published.
     pub fn end(&self) -> Position {

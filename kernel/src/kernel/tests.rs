@@ -145,6 +145,7 @@ impl Harness {
                     issuer,
                     CommandBody::CreateTenant {
                         name: name.to_string(),
+                        region: None,
                     },
                 )
             }
@@ -181,6 +182,23 @@ impl Harness {
                 (issuer, body)
             }
             "rotate" => (self.tenant, CommandBody::RotateKey),
+            "quota" => {
+                // quota TARGET [queries=N] [appends=N] [stored=N] (from the system partition)
+                let mut parts = rest.split(' ');
+                let target = parts.next().unwrap().parse().unwrap();
+                let mut quota = crate::Quota::default();
+                for part in parts {
+                    let (name, value) = part.split_once('=').unwrap();
+                    let value = Some(value.parse().unwrap());
+                    match name {
+                        "queries" => quota.queries_per_second = value,
+                        "appends" => quota.appends_per_second = value,
+                        "stored" => quota.stored_bytes = value,
+                        other => panic!("unknown quota {other}"),
+                    }
+                }
+                (SYSTEM_TENANT, CommandBody::SetQuota { target, quota })
+            }
             "erase" => (
                 self.tenant,
                 CommandBody::Erase {
@@ -1703,6 +1721,34 @@ fn rotation_subject_keys_and_erasure_through_records() {
               t1@13 event RowInserted stream=visits key=2147483650 {"id":1,"patient":"carol","note":"reuses the erased row key"}
             rows
               visits: (1, 'carol', 'reuses the erased row key') (3, NULL, 'anonymous')
+        "#]],
+    );
+}
+
+#[test]
+fn quotas_are_catalog_records() {
+    check(
+        "
+        tenant clinic
+        quota 1 queries=50 stored=1000
+        quota 1 appends=0
+        quota 9 queries=1
+        quota 1
+        ",
+        expect![[r#"
+            tenant clinic
+              TenantCreated { tenant: 1, name: "clinic" }
+              t0@0 catalog TenantCreated stream=tenants {"tenant":1,"name":"clinic"}
+            quota 1 queries=50 stored=1000
+              QuotaSet { tenant: 1 }
+              t0@1 catalog QuotaSet stream=tenants {"tenant":1,"quota":{"stored_bytes":1000,"queries_per_second":50}}
+            quota 1 appends=0
+              error: invalid quota: appends_per_second = 0 would refuse everything; give a positive value or none
+            quota 9 queries=1
+              error: unknown tenant 9
+            quota 1
+              QuotaSet { tenant: 1 }
+              t0@2 catalog QuotaSet stream=tenants {"tenant":1,"quota":{}}
         "#]],
     );
 }

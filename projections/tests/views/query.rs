@@ -75,6 +75,7 @@ impl Node {
             SYSTEM_TENANT,
             CommandBody::CreateTenant {
                 name: "clinic".to_string(),
+                region: None,
             },
         )
         .unwrap();
