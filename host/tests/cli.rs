@@ -1,76 +1,15 @@
 //! The command line as a user types it (README "Using it"), against a real node process.
 
+mod support;
+
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::Duration;
-
-const BINARY: &str = env!("CARGO_BIN_EXE_kimberlite");
-/// How long a started node may take to write its client config.
-const START_TIMEOUT_MS: u64 = 30_000;
-
-struct Node {
-    child: Child,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(dir: &Path) -> Node {
-    let child = Command::new(BINARY)
-        .args(["start", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let config = dir.join("client.toml");
-    let deadline = std::time::Instant::now() + Duration::from_millis(START_TIMEOUT_MS);
-    while !config.exists() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the node never wrote client.toml"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Node { child }
-}
-
-/// Runs a client command against the node of `dir`; returns (success, stdout, stderr).
-fn kimberlite(dir: &Path, arguments: &[&str]) -> (bool, String, String) {
-    let Output {
-        status,
-        stdout,
-        stderr,
-    } = Command::new(BINARY)
-        .args(arguments)
-        .env("KIMBERLITE_CONFIG", dir.join("client.toml"))
-        .env_remove("KIMBERLITE_TOKEN")
-        .output()
-        .unwrap();
-    (
-        status.success(),
-        String::from_utf8_lossy(&stdout).into_owned(),
-        String::from_utf8_lossy(&stderr).into_owned(),
-    )
-}
-
-fn ok(dir: &Path, arguments: &[&str]) -> String {
-    let (success, stdout, stderr) = kimberlite(dir, arguments);
-    assert!(
-        success,
-        "kimberlite {arguments:?} failed:\n{stdout}\n{stderr}"
-    );
-    stdout
-}
+use std::process::{Command, Stdio};
+use support::{BINARY, Node, kimberlite, ok};
 
 #[test]
 fn a_session_at_the_shell() {
     let dir = tempfile::tempdir().unwrap();
-    let _node = start(dir.path());
+    let _node = Node::start(dir.path());
     let data = dir.path();
 
     assert!(ok(data, &["tenant", "create", "clinic"]).contains("created tenant `clinic`"));
@@ -300,7 +239,7 @@ fn a_projection_at_the_shell() {
         module.display()
     );
     let dir = tempfile::tempdir().unwrap();
-    let _node = start(dir.path());
+    let _node = Node::start(dir.path());
     let data = dir.path();
     ok(data, &["tenant", "create", "bank"]);
     let deployed = ok(
