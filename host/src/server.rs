@@ -54,9 +54,17 @@ pub async fn serve(
     endpoint.close(0u32.into(), b"node shutting down");
 }
 
+/// After a request of a connection is refused over a tenant's quota, the connection's next
+/// request is not read for this long: a client flooding past its quota waits (QUIC flow
+/// control holds its next request) instead of costing the node a refusal per loop turn.
+pub const QUOTA_PAUSE_MS: u64 = 100;
+
 async fn serve_connection(connection: quinn::Connection, node: Arc<Node>) {
     let remote = connection.remote_address();
     tracing::debug!(%remote, "connection opened");
+    // Milliseconds since `opened` until which the connection's next request waits.
+    let opened = std::time::Instant::now();
+    let paused_until_ms = Arc::new(std::sync::atomic::AtomicU64::new(0));
     loop {
         let (send, receive) = match connection.accept_bi().await {
             Ok(stream) => stream,
@@ -65,10 +73,22 @@ async fn serve_connection(connection: quinn::Connection, node: Arc<Node>) {
                 return;
             }
         };
+        // Accepted, then held: the client is already waiting for this answer.
+        let now_ms = opened.elapsed().as_millis() as u64;
+        let until_ms = paused_until_ms.load(std::sync::atomic::Ordering::Relaxed);
+        if until_ms > now_ms {
+            tokio::time::sleep(Duration::from_millis(until_ms - now_ms)).await;
+        }
         let node = node.clone();
+        let paused_until_ms = paused_until_ms.clone();
         tokio::spawn(async move {
-            if let Err(error) = serve_stream(send, receive, &node).await {
-                tracing::debug!(%remote, %error, "stream ended early");
+            match serve_stream(send, receive, &node).await {
+                Ok(Some(ErrorCode::QuotaExceeded)) => {
+                    let until = opened.elapsed().as_millis() as u64 + QUOTA_PAUSE_MS;
+                    paused_until_ms.fetch_max(until, std::sync::atomic::Ordering::Relaxed);
+                }
+                Ok(_) => {}
+                Err(error) => tracing::debug!(%remote, %error, "stream ended early"),
             }
         });
     }
@@ -78,7 +98,7 @@ async fn serve_stream(
     mut send: quinn::SendStream,
     mut receive: quinn::RecvStream,
     node: &Node,
-) -> Result<(), String> {
+) -> Result<Option<ErrorCode>, String> {
     let read = tokio::time::timeout(
         Duration::from_millis(REQUEST_READ_TIMEOUT_MS),
         read_request(&mut receive),
@@ -101,6 +121,7 @@ async fn serve_stream(
         Ok(frame) => node.handle(frame).await,
         Err(error) => Err(error),
     };
+    let refused = result.as_ref().err().map(|error| error.code);
     let response = ResponseFrame {
         version: PROTOCOL_VERSION,
         result,
@@ -124,7 +145,7 @@ async fn serve_stream(
     send.finish().map_err(|error| error.to_string())?;
     // Wait for the peer to read everything before the stream is dropped.
     let _ = send.stopped().await;
-    Ok(())
+    Ok(refused)
 }
 
 async fn read_request(receive: &mut quinn::RecvStream) -> Result<RequestFrame, WireError> {
