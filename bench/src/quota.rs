@@ -121,7 +121,7 @@ pub fn run(settings: &Settings) -> anyhow::Result<()> {
                     _ => (None, None, None),
                 };
                 admin
-                    .set_quota("noisy", stored, appends, queries, "bench")
+                    .set_quota("noisy", stored, appends, queries, None, "bench")
                     .await?;
                 let stop = Arc::new(AtomicBool::new(slice == Slice::Alone));
                 let mut tasks = Vec::new();

@@ -455,12 +455,14 @@ impl Client {
     }
 
     /// Sets a tenant's quotas (node admin; `None`: unlimited). See `Request::TenantQuota`.
+    #[allow(clippy::too_many_arguments)] // one argument per quota, each optional
     pub async fn set_quota(
         &self,
         tenant: &str,
         stored_bytes: Option<u64>,
         appends_per_second: Option<u64>,
         queries_per_second: Option<u64>,
+        fuel_per_second: Option<u64>,
         reason: &str,
     ) -> Result<WriteOutcome, ClientError> {
         let request = Request::TenantQuota {
@@ -468,6 +470,7 @@ impl Client {
             stored_bytes,
             appends_per_second,
             queries_per_second,
+            fuel_per_second,
             reason: reason.into(),
         };
         self.write_request("tenant-quota", request).await

@@ -182,6 +182,8 @@ pub enum Request {
         appends_per_second: Option<u64>,
         queries_per_second: Option<u64>,
         reason: String,
+        #[serde(default)]
+        fuel_per_second: Option<u64>,
     },
 }
 

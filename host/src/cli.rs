@@ -288,6 +288,10 @@ pub enum TenantCommand {
         /// SELECT queries per second.
         #[arg(long)]
         queries_per_second: Option<u64>,
+        /// Wasm fuel per second for the tenant's projections (its views then wait) and
+        /// masking policies (its masked queries are then refused).
+        #[arg(long)]
+        fuel_per_second: Option<u64>,
         #[arg(long, default_value = "")]
         reason: String,
     },
@@ -480,6 +484,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     stored_bytes,
                     appends_per_second,
                     queries_per_second,
+                    fuel_per_second,
                     reason,
                 } => {
                     let written = client
@@ -488,6 +493,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                             stored_bytes,
                             appends_per_second,
                             queries_per_second,
+                            fuel_per_second,
                             &reason,
                         )
                         .await?;

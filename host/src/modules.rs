@@ -10,6 +10,7 @@
 //! `FaultProjection` when one faults. Those are log records, so a swap or a fault is part
 //! of the audit trail like a deploy.
 
+use crate::quota::Quotas;
 use kimberlite_kernel::modules::{ModuleRef, Policy, PolicyVersion, ProjectionVersion};
 use kimberlite_kernel::{Catalog, Position, Row, Tenant, TenantId};
 use kimberlite_log::LogReader;
@@ -182,6 +183,7 @@ pub fn run_pass(
     store: &ViewStore,
     durable: bool,
     failing: &mut HashMap<(TenantId, Position), String>,
+    quotas: &Quotas,
 ) -> (bool, Vec<Report>) {
     let mut busy = false;
     let mut reports = Vec::new();
@@ -190,12 +192,19 @@ pub fn run_pass(
             continue;
         };
         let end = reader.end();
+        // Over its fuel/s quota: the tenant's views wait (the runner comes back after its
+        // idle wait); other tenants' go on.
+        if !quotas.fuel_available(tenant.id, &tenant.quota) {
+            continue;
+        }
         for projection in tenant.projections() {
             for version in projection.live_versions() {
                 if version.fault.is_some() {
                     continue;
                 }
-                let outcome = step_version(tenant, version, reader, end, modules, store, durable);
+                let (outcome, fuel) =
+                    step_version(tenant, version, reader, end, modules, store, durable);
+                quotas.charge_fuel(tenant.id, &tenant.quota, fuel);
                 let key = (tenant.id, version.version);
                 match outcome {
                     Ok(outcome) => {
@@ -249,10 +258,18 @@ fn step_version(
     modules: &Modules,
     store: &ViewStore,
     durable: bool,
-) -> Result<StepOutcome, String> {
-    let module = modules.projection(tenant.id, version, reader)?;
-    let tables = view_tables(&module, version)?;
-    kimberlite_projections::step(
+) -> (Result<StepOutcome, String>, u64) {
+    let module = match modules.projection(tenant.id, version, reader) {
+        Ok(module) => module,
+        Err(error) => return (Err(error), 0),
+    };
+    let tables = match view_tables(&module, version) {
+        Ok(tables) => tables,
+        Err(error) => return (Err(error), 0),
+    };
+    // One runner thread steps a module at a time, so the counter's growth is this step's.
+    let fuel_before = module.fuel_used();
+    let outcome = kimberlite_projections::step(
         &module,
         tenant.id,
         version.version,
@@ -262,7 +279,8 @@ fn step_version(
         store,
         durable,
     )
-    .map_err(|error: RunnerError| error.to_string())
+    .map_err(|error: RunnerError| error.to_string());
+    (outcome, module.fuel_used() - fuel_before)
 }
 
 /// Masks query results with a tenant's active policies for one caller. Holds the catalog
@@ -275,6 +293,8 @@ pub struct PolicyMasker {
     pub caller: Caller,
     /// Every (table, policy, version) that masked something, for the access trail.
     pub used: Mutex<Vec<(String, String, Position)>>,
+    /// Fuel the policies burnt for this query (charged to the tenant's fuel/s quota).
+    pub fuel: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for PolicyMasker {
@@ -310,9 +330,11 @@ impl Masker for PolicyMasker {
         let mut rows = rows.into_iter().peekable();
         while rows.peek().is_some() {
             let batch: Vec<Row> = rows.by_ref().take(MASK_BATCH_ROWS).collect();
-            let out = module
-                .mask(&self.caller, table, columns, batch)
-                .map_err(|error| format!("{name} on `{table}`: {}", error.kind))?;
+            let mut burnt = 0;
+            let out = module.mask_metered(&self.caller, table, columns, batch, &mut burnt);
+            self.fuel
+                .fetch_add(burnt, std::sync::atomic::Ordering::Relaxed);
+            let out = out.map_err(|error| format!("{name} on `{table}`: {}", error.kind))?;
             masked.extend(out);
         }
         let mut used = self.used.lock().expect("used lock");

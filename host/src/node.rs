@@ -948,6 +948,7 @@ impl Node {
                 stored_bytes,
                 appends_per_second,
                 queries_per_second,
+                fuel_per_second,
                 reason,
             } => {
                 require(
@@ -969,6 +970,7 @@ impl Node {
                             stored_bytes,
                             appends_per_second,
                             queries_per_second,
+                            fuel_per_second,
                         },
                     },
                 );
@@ -1099,6 +1101,12 @@ impl Node {
         let has_policies = catalog
             .tenant(tenant)
             .is_some_and(|state| state.policies().next().is_some());
+        let quota = catalog
+            .tenant(tenant)
+            .map(|state| (state.name.clone(), state.quota.clone()));
+        if has_policies && let Some((name, quota)) = &quota {
+            self.shared.quotas.check_fuel(tenant, name, quota)?;
+        }
         let masker = has_policies.then(|| PolicyMasker {
             tenant,
             catalog: catalog.clone(),
@@ -1106,6 +1114,7 @@ impl Node {
             log: reader.clone(),
             caller,
             used: Mutex::new(Vec::new()),
+            fuel: std::sync::atomic::AtomicU64::new(0),
         });
         tokio::task::spawn_blocking(move || {
             let views = shared
@@ -1135,7 +1144,12 @@ impl Node {
                     None => query::Reader::Unfiltered,
                 },
             };
-            let result = query::execute(&select, &context).map_err(|error| WireError {
+            let result = query::execute(&select, &context);
+            if let (Some(masker), Some((_, quota))) = (&masker, &quota) {
+                let burnt = masker.fuel.load(std::sync::atomic::Ordering::Relaxed);
+                shared.quotas.charge_fuel(tenant, quota, burnt);
+            }
+            let result = result.map_err(|error| WireError {
                 code: query_error_code(&error),
                 message: error.to_string(),
             })?;
@@ -1369,6 +1383,7 @@ fn run_projections(shared: &Shared, submit: &dyn Fn(Command) -> Option<Result<()
             &shared.views,
             durable,
             &mut failing,
+            &shared.quotas,
         );
         if durable {
             last_durable = Instant::now();

@@ -18,6 +18,8 @@ use std::time::Instant;
 pub enum Rate {
     Appends,
     Queries,
+    /// Wasm fuel burnt by the tenant's projections and policies.
+    Fuel,
 }
 
 impl Rate {
@@ -25,6 +27,7 @@ impl Rate {
         match self {
             Rate::Appends => "appends_per_second",
             Rate::Queries => "queries_per_second",
+            Rate::Fuel => "fuel_per_second",
         }
     }
 
@@ -32,6 +35,7 @@ impl Rate {
         match self {
             Rate::Appends => quota.appends_per_second,
             Rate::Queries => quota.queries_per_second,
+            Rate::Fuel => quota.fuel_per_second,
         }
     }
 }
@@ -74,24 +78,8 @@ impl Quotas {
                 rate.name()
             )));
         }
-        let now = Instant::now();
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        let bucket = buckets.entry((tenant, rate)).or_insert(Bucket {
-            rate: limit,
-            tokens: limit as f64,
-            refilled: now,
-        });
-        if bucket.rate != limit {
-            // The quota changed: start from a full bucket of the new size.
-            *bucket = Bucket {
-                rate: limit,
-                tokens: limit as f64,
-                refilled: now,
-            };
-        }
-        let elapsed = now.duration_since(bucket.refilled).as_secs_f64();
-        bucket.tokens = (bucket.tokens + elapsed * limit as f64).min(limit as f64);
-        bucket.refilled = now;
+        let bucket = refill(&mut buckets, tenant, rate, limit);
         if bucket.tokens >= amount as f64 {
             bucket.tokens -= amount as f64;
             return Ok(());
@@ -100,6 +88,38 @@ impl Quotas {
         Err(exceeded(format!(
             "tenant `{name}` is over its quota {} = {limit}; retry in {wait_ms} ms",
             rate.name()
+        )))
+    }
+
+    /// Whether the tenant's fuel bucket is not in debt: fuel is charged after a call (its
+    /// cost is known only then), so a call may overdraw, and the next waits for the refill.
+    pub fn fuel_available(&self, tenant: TenantId, quota: &Quota) -> bool {
+        let Some(limit) = quota.fuel_per_second else {
+            return true;
+        };
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        refill(&mut buckets, tenant, Rate::Fuel, limit).tokens > 0.0
+    }
+
+    /// Charges `fuel` burnt to the tenant's fuel bucket; the debt is capped at one second's
+    /// worth, so one heavy call pauses the tenant's Wasm for at most about a second.
+    pub fn charge_fuel(&self, tenant: TenantId, quota: &Quota, fuel: u64) {
+        let Some(limit) = quota.fuel_per_second else {
+            return;
+        };
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let bucket = refill(&mut buckets, tenant, Rate::Fuel, limit);
+        bucket.tokens = (bucket.tokens - fuel as f64).max(-(limit as f64));
+    }
+
+    /// A query that masks through policies: refused while the fuel bucket is in debt.
+    pub fn check_fuel(&self, tenant: TenantId, name: &str, quota: &Quota) -> Result<(), WireError> {
+        if self.fuel_available(tenant, quota) {
+            return Ok(());
+        }
+        Err(exceeded(format!(
+            "tenant `{name}` is over its quota fuel_per_second = {}: its masking policies used it up; retry in a second",
+            quota.fuel_per_second.unwrap_or_default()
         )))
     }
 
@@ -117,6 +137,32 @@ impl Quotas {
             _ => Ok(()),
         }
     }
+}
+
+/// The tenant's bucket for `rate`, refilled up to now (a new or resized one starts full).
+fn refill(
+    buckets: &mut HashMap<(TenantId, Rate), Bucket>,
+    tenant: TenantId,
+    rate: Rate,
+    limit: u64,
+) -> &mut Bucket {
+    let now = Instant::now();
+    let bucket = buckets.entry((tenant, rate)).or_insert(Bucket {
+        rate: limit,
+        tokens: limit as f64,
+        refilled: now,
+    });
+    if bucket.rate != limit {
+        *bucket = Bucket {
+            rate: limit,
+            tokens: limit as f64,
+            refilled: now,
+        };
+    }
+    let elapsed = now.duration_since(bucket.refilled).as_secs_f64();
+    bucket.tokens = (bucket.tokens + elapsed * limit as f64).min(limit as f64);
+    bucket.refilled = now;
+    bucket
 }
 
 fn exceeded(message: String) -> WireError {

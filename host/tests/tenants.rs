@@ -108,13 +108,14 @@ async fn a_tenant_over_its_quota_is_refused_and_the_others_are_not() {
             None,
             Some(APPENDS_PER_SECOND),
             Some(QUERIES_PER_SECOND),
+            None,
             "noisy neighbour",
         )
         .await
         .unwrap();
     assert!(set.summary.contains("QUOTA SET"), "{}", set.summary);
     let zero = client
-        .set_quota("quiet", Some(0), None, None, "x")
+        .set_quota("quiet", Some(0), None, None, None, "x")
         .await
         .unwrap_err();
     assert!(
@@ -150,7 +151,7 @@ async fn a_tenant_over_its_quota_is_refused_and_the_others_are_not() {
 
     // Stored bytes: writes stop once the log holds the quota.
     client
-        .set_quota("quiet", Some(1), None, None, "full")
+        .set_quota("quiet", Some(1), None, None, None, "full")
         .await
         .unwrap();
     let message = exceeded(client.append("quiet", vec![event(1)], "").await);
@@ -164,5 +165,77 @@ async fn a_tenant_over_its_quota_is_refused_and_the_others_are_not() {
     let client = Client::connect(server.client_config(), None).await.unwrap();
     exceeded(client.append("quiet", vec![event(2)], "").await);
     client.close().await;
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn masking_policies_over_their_fuel_quota_refuse_queries() {
+    let guests = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/guests/wasm32-unknown-unknown/release");
+    let module = std::fs::read(guests.join("phi_mask.wasm"))
+        .expect("build the samples first (`cargo xtask build-guests`)");
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), None).await;
+    let admin = Client::connect(server.client_config(), None).await.unwrap();
+    admin.create_tenant("clinic", "fuel test").await.unwrap();
+    admin
+        .sql(
+            "clinic",
+            "CREATE TABLE patients (id BIGINT PRIMARY KEY, name TEXT, ssn TEXT)",
+            &[],
+            "",
+        )
+        .await
+        .unwrap();
+    admin
+        .sql(
+            "clinic",
+            "INSERT INTO patients VALUES (1, 'Ada Lovelace', '123-45-6789')",
+            &[],
+            "",
+        )
+        .await
+        .unwrap();
+    admin
+        .deploy(
+            "clinic",
+            kimberlite_client::ModuleKind::Policy,
+            "phi",
+            module,
+            Vec::new(),
+            "mask PHI",
+        )
+        .await
+        .unwrap();
+    let (token, _) = admin
+        .create_token("clinic", Some("rita"), &["reader".into()], &[], "desk")
+        .await
+        .unwrap();
+    let reader = Client::connect(server.client_config(), Some(token))
+        .await
+        .unwrap();
+    let masked = reader
+        .query("clinic", "SELECT name FROM patients", &[])
+        .await
+        .unwrap();
+    assert!(!masked.masked_by.is_empty(), "{masked:?}");
+    // One fuel per second: the next masked query's policy call overdraws the bucket, and
+    // the one after it is refused until the bucket refills.
+    admin
+        .set_quota("clinic", None, None, None, Some(1), "tight")
+        .await
+        .unwrap();
+    reader
+        .query("clinic", "SELECT name FROM patients", &[])
+        .await
+        .unwrap();
+    let message = exceeded(
+        reader
+            .query("clinic", "SELECT name FROM patients", &[])
+            .await,
+    );
+    assert!(message.contains("fuel_per_second = 1"), "{message}");
+    reader.close().await;
+    admin.close().await;
     server.stop().await.unwrap();
 }

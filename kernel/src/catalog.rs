@@ -69,6 +69,10 @@ pub struct Quota {
     /// Queries (SELECT) per second.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queries_per_second: Option<u64>,
+    /// Wasm fuel per second burnt by the tenant's projections (its views then wait) and
+    /// masking policies (its masked queries are then refused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fuel_per_second: Option<u64>,
 }
 
 impl Quota {

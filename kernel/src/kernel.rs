@@ -1405,6 +1405,7 @@ impl Kernel {
             ("stored_bytes", quota.stored_bytes),
             ("appends_per_second", quota.appends_per_second),
             ("queries_per_second", quota.queries_per_second),
+            ("fuel_per_second", quota.fuel_per_second),
         ] {
             if value == Some(0) {
                 return Err(KernelError::Invalid {

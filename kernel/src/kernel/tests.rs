@@ -194,6 +194,7 @@ impl Harness {
                         "queries" => quota.queries_per_second = value,
                         "appends" => quota.appends_per_second = value,
                         "stored" => quota.stored_bytes = value,
+                        "fuel" => quota.fuel_per_second = value,
                         other => panic!("unknown quota {other}"),
                     }
                 }

@@ -173,6 +173,19 @@ impl PolicyModule {
         columns: &[String],
         rows: Vec<Row>,
     ) -> Result<Vec<Row>, PolicyError> {
+        self.mask_metered(caller, table, columns, rows, &mut 0)
+    }
+
+    /// [`PolicyModule::mask`], adding the fuel the call burnt to `fuel` (for a tenant's
+    /// fuel/s quota), failed calls included.
+    pub fn mask_metered(
+        &self,
+        caller: &Caller,
+        table: &str,
+        columns: &[String],
+        rows: Vec<Row>,
+        fuel_burnt: &mut u64,
+    ) -> Result<Vec<Row>, PolicyError> {
         if !self.inner.covers.iter().any(|covered| covered == table) {
             return Ok(rows);
         }
@@ -211,6 +224,7 @@ impl PolicyModule {
             .pre
             .instantiate(&mut store)
             .and_then(|instance| instance.call_mask(&mut store, caller, table, columns, &rows));
+        *fuel_burnt += fuel - store.get_fuel().unwrap_or(0);
         drop(rows);
         let masked = match result {
             Ok(Ok(masked)) => masked,

@@ -201,6 +201,8 @@ struct ProjectionInner {
     pre: ProjectionPre<HostState>,
     config: Arc<[u8]>,
     tables: Arc<[ViewTable]>,
+    /// Fuel burnt by every call so far (the host meters it against a fuel/s quota).
+    fuel_used: std::sync::atomic::AtomicU64,
 }
 
 impl fmt::Debug for ProjectionModule {
@@ -255,6 +257,7 @@ impl Engine {
                 pre,
                 config,
                 tables: tables.into(),
+                fuel_used: std::sync::atomic::AtomicU64::new(0),
             }),
         })
     }
@@ -262,6 +265,13 @@ impl Engine {
 
 impl ProjectionModule {
     /// BLAKE3 of the deployed bytes.
+    /// Fuel burnt by this module's calls since it was loaded.
+    pub fn fuel_used(&self) -> u64 {
+        self.inner
+            .fuel_used
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub fn id(&self) -> ModuleId {
         self.inner.id
     }
@@ -387,6 +397,10 @@ impl ProjectionModule {
             .pre
             .instantiate(&mut store)
             .and_then(|instance: Projection| instance.call_apply(&mut store, events));
+        let burnt = limits.fuel_per_event_max - store.get_fuel().unwrap_or(0);
+        self.inner
+            .fuel_used
+            .fetch_add(burnt, std::sync::atomic::Ordering::Relaxed);
         if let Some(message) = store.data_mut().take_view_error() {
             return Err(CallError::View(message));
         }
