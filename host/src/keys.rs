@@ -428,7 +428,7 @@ mod tests {
         let mut keys = TenantKeys::create(&master(1), 7, dir.path()).unwrap();
         keys.add_key(2).unwrap();
         keys.add_key(SUBJECT_KEY_ID).unwrap();
-        let subject = keys.ring().get(SUBJECT_KEY_ID).unwrap().bytes().to_vec();
+        assert!(keys.ring().get(SUBJECT_KEY_ID).is_some());
         keys.destroy(SUBJECT_KEY_ID).unwrap();
         assert!(keys.ring().get(SUBJECT_KEY_ID).is_none());
         assert!(keys.ring().is_destroyed(SUBJECT_KEY_ID));
@@ -454,7 +454,6 @@ mod tests {
                 .all(|key| key["id"] != SUBJECT_KEY_ID)
         );
         assert_eq!(file["destroyed"], serde_json::json!([SUBJECT_KEY_ID]));
-        assert_eq!(subject.len(), 32);
 
         let wrong = TenantKeys::load(&master(2), 7, dir.path()).unwrap_err();
         assert!(

@@ -2333,29 +2333,29 @@ impl Writer {
 
     /// Destroys key `key_id` of `tenant` (crypto-shredding) in its key file and its log's ring.
     fn destroy_key(&mut self, tenant: TenantId, key_id: u32) -> anyhow::Result<()> {
-        let keys = self
-            .keys
-            .get_mut(&tenant)
-            .with_context(|| format!("partition {tenant} has no keys"))?;
-        keys.destroy(key_id)?;
-        self.logs
-            .get_mut(&tenant)
-            .with_context(|| format!("partition {tenant} has no log"))?
-            .set_keys(keys.ring());
-        Ok(())
+        self.change_keys(tenant, |keys| keys.destroy(key_id))
     }
 
     /// Makes sure `tenant` holds key `key_id`: creates and stores it if new and gives it to
     /// the partition's log, before any record encrypted under it is appended.
     fn add_key(&mut self, tenant: TenantId, key_id: u32) -> anyhow::Result<()> {
+        if self.keys.get(&tenant).is_some_and(|keys| keys.has(key_id)) {
+            return Ok(());
+        }
+        self.change_keys(tenant, |keys| keys.add_key(key_id))
+    }
+
+    /// Changes `tenant`'s key store (durably) and hands the new ring to its log.
+    fn change_keys(
+        &mut self,
+        tenant: TenantId,
+        change: impl FnOnce(&mut TenantKeys) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
         let keys = self
             .keys
             .get_mut(&tenant)
             .with_context(|| format!("partition {tenant} has no keys"))?;
-        if keys.has(key_id) {
-            return Ok(());
-        }
-        keys.add_key(key_id)?;
+        change(keys)?;
         self.logs
             .get_mut(&tenant)
             .with_context(|| format!("partition {tenant} has no log"))?

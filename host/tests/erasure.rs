@@ -18,7 +18,20 @@ fn sql(dir: &Path, statement: &str) -> String {
     )
 }
 
-/// The last position of the tenant's log (from `log read`).
+/// `kimberlite erase` of `subject` in tenant `clinic`.
+fn erase<'a>(subject: &'a str, reason: &'a str) -> [&'a str; 7] {
+    [
+        "erase",
+        "--tenant",
+        "clinic",
+        "--subject",
+        subject,
+        "--reason",
+        reason,
+    ]
+}
+
+/// Every line `log read` prints for the tenant (payloads shown).
 fn log_lines(dir: &Path) -> Vec<String> {
     ok(
         dir,
@@ -170,18 +183,7 @@ fn erasing_a_subject_shreds_its_data_everywhere_and_the_chain_still_verifies() {
     assert!(before_erasure.iter().any(|l| l.contains("ada-secret-1")));
 
     // Erase, with an attestation whose signature verifies.
-    let (success, stdout, stderr) = kimberlite(
-        data,
-        &[
-            "erase",
-            "--tenant",
-            "clinic",
-            "--subject",
-            "p-ada",
-            "--reason",
-            "GDPR art. 17 request #42",
-        ],
-    );
+    let (success, stdout, stderr) = kimberlite(data, &erase("p-ada", "GDPR art. 17 request #42"));
     assert!(success, "erase failed:\n{stdout}\n{stderr}");
     let attestation: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     check_attestation(&attestation);
@@ -244,47 +246,14 @@ fn erasing_a_subject_shreds_its_data_everywhere_and_the_chain_still_verifies() {
         ],
     );
     assert!(again.contains("was erased at position"), "{again}");
-    let twice = refused(
-        data,
-        &[
-            "erase",
-            "--tenant",
-            "clinic",
-            "--subject",
-            "p-ada",
-            "--reason",
-            "x",
-        ],
-    );
+    let twice = refused(data, &erase("p-ada", "x"));
     assert!(twice.contains("was erased"), "{twice}");
-    let unknown = refused(
-        data,
-        &[
-            "erase",
-            "--tenant",
-            "clinic",
-            "--subject",
-            "p-nobody",
-            "--reason",
-            "x",
-        ],
-    );
+    let unknown = refused(data, &erase("p-nobody", "x"));
     assert!(
         unknown.contains("no record of this tenant names"),
         "{unknown}"
     );
-    let no_reason = refused(
-        data,
-        &[
-            "erase",
-            "--tenant",
-            "clinic",
-            "--subject",
-            "p-bob",
-            "--reason",
-            " ",
-        ],
-    );
+    let no_reason = refused(data, &erase("p-bob", " "));
     assert!(no_reason.contains("needs a reason"), "{no_reason}");
 
     // The key is gone from the key file; the plaintext is on no disk.

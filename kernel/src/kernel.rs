@@ -784,7 +784,7 @@ impl Kernel {
                         .unwrap_or_default();
                     for (table, column) in tables {
                         rows.purge(tenant, table, &|row: &Row| {
-                            subject_value_is(&row[column], subject)
+                            subject_text(&row[column]).as_deref() == Some(subject.as_str())
                         })?;
                     }
                 }
@@ -2032,22 +2032,17 @@ fn subject_keys_refused() -> KernelError {
     )
 }
 
-/// Whether a subject column's value names `subject` (the same text `subject_of` gives).
-fn subject_value_is(value: &Value, subject: &str) -> bool {
-    match value {
-        Value::Null => false,
-        Value::Text(text) => text == subject,
-        other => other.to_string() == subject,
-    }
-}
-
 fn keys_differ(left: &[Value], right: &[Value]) -> bool {
     crate::store::compare_keys(left, right) != std::cmp::Ordering::Equal
 }
 
 /// The data subject a row of `table` names: its subject column's value (NULL: none).
 fn subject_of(table: &TableDef, row: &Row) -> Option<String> {
-    let value = &row[table.subject?];
+    subject_text(&row[table.subject?])
+}
+
+/// A subject column's value as the subject's id (NULL: no subject).
+fn subject_text(value: &Value) -> Option<String> {
     match value {
         Value::Null => None,
         Value::Text(text) => Some(text.clone()),

@@ -930,11 +930,7 @@ fn convert_create_table(create: &ast::CreateTable) -> Result<CreateTable, SqlErr
                         .ok_or_else(|| SqlError::UnknownKeyColumn {
                             table: name.clone(),
                             column: column.clone(),
-                            columns: columns
-                                .iter()
-                                .map(|c| c.name.as_str())
-                                .collect::<Vec<_>>()
-                                .join(", "),
+                            columns: column_names(&columns),
                         })?;
                     if indices.contains(&index) {
                         return Err(SqlError::DuplicateColumn {
@@ -981,31 +977,26 @@ fn table_subject(
     };
     let mut subject = None;
     for option in options {
-        let ast::SqlOption::KeyValue { key, value } = option else {
-            return unsupported(format!(
-                "the table option `{option}` (only subject = 'column')"
-            ));
-        };
-        if key.to_string().to_lowercase() != "subject" {
-            return unsupported(format!(
-                "the table option `{option}` (only subject = 'column')"
-            ));
-        }
-        let column = match value {
-            ast::Expr::Identifier(ident) => normalize(ident),
-            ast::Expr::Value(value) => match &value.value {
-                ast::Value::SingleQuotedString(text) => text.to_lowercase(),
-                _ => {
-                    return unsupported(format!(
-                        "the table option `{option}` (only subject = 'column')"
-                    ));
+        // `subject = column` or `subject = 'column'`; nothing else.
+        let column = match option {
+            ast::SqlOption::KeyValue { key, value }
+                if key.to_string().eq_ignore_ascii_case("subject") =>
+            {
+                match value {
+                    ast::Expr::Identifier(ident) => Some(normalize(ident)),
+                    ast::Expr::Value(value) => match &value.value {
+                        ast::Value::SingleQuotedString(text) => Some(text.to_lowercase()),
+                        _ => None,
+                    },
+                    _ => None,
                 }
-            },
-            _ => {
-                return unsupported(format!(
-                    "the table option `{option}` (only subject = 'column')"
-                ));
             }
+            _ => None,
+        };
+        let Some(column) = column else {
+            return unsupported(format!(
+                "the table option `{option}` (only subject = 'column')"
+            ));
         };
         let index = columns
             .iter()
@@ -1013,11 +1004,7 @@ fn table_subject(
             .ok_or_else(|| SqlError::UnknownSubjectColumn {
                 table: table.to_string(),
                 column: column.clone(),
-                columns: columns
-                    .iter()
-                    .map(|c| c.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                columns: column_names(columns),
             })?;
         if subject.replace(index).is_some() {
             return Err(SqlError::Syntax(format!(
@@ -1026,6 +1013,15 @@ fn table_subject(
         }
     }
     Ok(subject)
+}
+
+/// `a, b, c`: a table's column names for an error message.
+fn column_names(columns: &[Column]) -> String {
+    columns
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Maps a SQL type to a column type. Integer types are all BIGINT, the floating types
