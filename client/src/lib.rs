@@ -20,7 +20,7 @@ pub mod tls;
 pub use config::{ClientConfig, ConfigError};
 pub use protocol::{
     AsOf, ClientId, ErrorCode, LogRecord, ModuleKind, ReplicaStatus, Request, Response, ResultSet,
-    TenantInfo, WireColumn, WireError, WireEvent, WireValue,
+    SYSTEM_PARTITION_NAME, TenantInfo, WireColumn, WireError, WireEvent, WireValue,
 };
 
 use protocol::{
@@ -490,6 +490,20 @@ impl Client {
             reason: reason.into(),
         };
         self.write_request("erase", request).await
+    }
+
+    /// Erases a whole tenant (see `Request::TenantErase`); the outcome's position is the
+    /// `TenantErased` record's, in the system partition.
+    pub async fn erase_tenant(
+        &self,
+        tenant: &str,
+        reason: &str,
+    ) -> Result<WriteOutcome, ClientError> {
+        let request = Request::TenantErase {
+            tenant: tenant.into(),
+            reason: reason.into(),
+        };
+        self.write_request("tenant erase", request).await
     }
 
     async fn write_request(

@@ -27,6 +27,10 @@ pub const APPEND_EVENTS_MAX: usize = 10_000;
 
 /// The largest number of records one `ReadLog` request returns.
 pub const READ_LOG_RECORDS_MAX: u32 = 10_000;
+/// The name `Proof` takes for the node's system partition (tenants, tokens, quotas, tenant
+/// erasures), for node admins only. No tenant can have it: tenant names start with a letter
+/// or digit.
+pub const SYSTEM_PARTITION_NAME: &str = "_system";
 
 /// A client session id: a `u128` in Rust, 16 big-endian bytes (MessagePack bin) on the
 /// wire, so SDKs in languages without 128-bit integers carry it as bytes.
@@ -175,6 +179,11 @@ pub enum Request {
         subject: String,
         reason: String,
     },
+    /// Erases a whole tenant (node admin): destroys its key-encryption key and every data and
+    /// subject key, removes its rows from every table and view, writes a `TenantErased`
+    /// record in the system partition (its position is the answer's; `Proof` of
+    /// [`SYSTEM_PARTITION_NAME`] attests it) and refuses the tenant and its tokens after.
+    TenantErase { tenant: String, reason: String },
     /// Sets a tenant's quotas (node admin); each `None` is unlimited. Logged.
     TenantQuota {
         tenant: String,
@@ -204,6 +213,7 @@ impl Request {
             Request::ModuleRollback { .. } => "module-rollback",
             Request::KeyRotate { .. } => "key-rotate",
             Request::Erase { .. } => "erase",
+            Request::TenantErase { .. } => "tenant-erase",
             Request::TenantQuota { .. } => "tenant-quota",
         }
     }
@@ -316,6 +326,10 @@ pub struct TenantInfo {
     pub created_at_ns: u64,
     /// Records in the tenant's log.
     pub log_end: u64,
+    /// The position of its erasure in the system partition: its log stays (verifiable),
+    /// unreadable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub erased_at: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

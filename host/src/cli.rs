@@ -74,6 +74,7 @@ pub enum Command {
         recover: bool,
         /// The region this node runs in: it creates and serves tenants of this region and
         /// tenants without one, never another region's. Without it, only tenants without one.
+        /// (A replica's region is the cluster's: `cluster init --region`.)
         #[arg(long, env = "KIMBERLITE_REGION", conflicts_with = "replica")]
         region: Option<String>,
     },
@@ -137,7 +138,7 @@ pub enum Command {
         #[arg(long)]
         tenant: String,
     },
-    /// Tenants: create, list.
+    /// Tenants: create, list, quota, erase.
     Tenant {
         #[command(subcommand)]
         command: TenantCommand,
@@ -248,6 +249,10 @@ pub struct ClusterInit {
     /// Ops between VSR checkpoints.
     #[arg(long, default_value_t = kimberlite_consensus::constants::checkpoint_interval_ops, hide = true)]
     pub checkpoint_interval_ops: u64,
+    /// The region the cluster runs in (every replica holds the same data, so they share
+    /// one): its replicas create and serve tenants of this region and tenants without one.
+    #[arg(long)]
+    pub region: Option<String>,
 }
 
 impl ClusterInit {
@@ -259,6 +264,7 @@ impl ClusterInit {
             base_port: self.base_port,
             journal_slots: self.journal_slots,
             checkpoint_interval_ops: self.checkpoint_interval_ops,
+            region: self.region.clone(),
         }
     }
 }
@@ -294,6 +300,20 @@ pub enum TenantCommand {
         fuel_per_second: Option<u64>,
         #[arg(long, default_value = "")]
         reason: String,
+    },
+    /// Erase a whole tenant (node admin; cannot be undone): destroy its key-encryption key
+    /// and every data and subject key, empty its tables and views, refuse it and its tokens
+    /// from then on, and print an attestation: the `TenantErased` record proven to be in the
+    /// system partition under a tree head signed by a trusted node key. Its log stays on
+    /// disk, unreadable, and `kimberlite verify` still checks its whole chain.
+    Erase {
+        name: String,
+        /// Why (required): part of the erasure record auditors see.
+        #[arg(long)]
+        reason: String,
+        /// The tenant's name again, to confirm: nothing of its data can be recovered.
+        #[arg(long)]
+        confirm: String,
     },
 }
 
@@ -466,6 +486,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             crate::cli_modules::policy(&client, command).await
         }
         Command::Repl { tenant } => crate::repl::run(connection, tenant).await,
+        Command::Tenant {
+            command:
+                TenantCommand::Erase {
+                    name,
+                    reason,
+                    confirm,
+                },
+        } => {
+            if confirm != name {
+                anyhow::bail!(
+                    "not erasing tenant `{name}`: --confirm must repeat its name exactly (got `{confirm}`); erasing destroys every key of the tenant and cannot be undone"
+                );
+            }
+            crate::cli_proof::erase_tenant(&connection, &name, &reason).await
+        }
         Command::Tenant { command } => {
             let client = connection.connect().await?;
             match command {
@@ -503,8 +538,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     let tenants = client.list_tenants().await?;
                     println!("{:>4}  {:<24}  {:>10}  created", "id", "name", "records");
                     for tenant in tenants {
+                        let erased = tenant.erased_at.map_or(String::new(), |at| {
+                            format!("  (erased at system position {at})")
+                        });
                         println!(
-                            "{:>4}  {:<24}  {:>10}  {}",
+                            "{:>4}  {:<24}  {:>10}  {}{erased}",
                             tenant.id,
                             tenant.name,
                             tenant.log_end,
@@ -512,6 +550,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                         );
                     }
                 }
+                TenantCommand::Erase { .. } => unreachable!("handled above"),
             }
             Ok(())
         }

@@ -123,26 +123,86 @@ pub async fn erase(
     let client = connect(connection, tenant).await?;
     let written = client.erase(tenant, subject, reason).await?;
     eprintln!("{}", written.summary);
+    let erased = Erasure {
+        attestation: "kimberlite-erasure-v1",
+        tenant,
+        partition_name: tenant,
+        event_type: "SubjectErased",
+        name_field: "subject",
+        name: subject,
+        copied: &[("key_id", "key_id")],
+    };
+    attest(connection, &client, &written, &erased).await
+}
+
+/// `kimberlite tenant erase`: the tenant's erasure, then its attestation: the
+/// `TenantErased` record proven in the system partition's signed tree.
+pub async fn erase_tenant(
+    connection: &Connection,
+    tenant: &str,
+    reason: &str,
+) -> anyhow::Result<()> {
+    let system = kimberlite_client::SYSTEM_PARTITION_NAME;
+    let client = connect(connection, system).await?;
+    let written = client.erase_tenant(tenant, reason).await?;
+    eprintln!("{}", written.summary);
+    let erased = Erasure {
+        attestation: "kimberlite-tenant-erasure-v1",
+        tenant,
+        partition_name: system,
+        event_type: "TenantErased",
+        name_field: "name",
+        name: tenant,
+        copied: &[("tenant_id", "tenant"), ("records", "records")],
+    };
+    attest(connection, &client, &written, &erased).await
+}
+
+/// What an erasure's attestation proves and prints.
+struct Erasure<'a> {
+    attestation: &'static str,
+    /// The tenant the erasure is of or in.
+    tenant: &'a str,
+    /// The partition (`Proof` name) holding the erasure record.
+    partition_name: &'a str,
+    event_type: &'static str,
+    /// The payload field naming what was erased, and its expected value.
+    name_field: &'static str,
+    name: &'a str,
+    /// Payload fields copied into the attestation, as (attestation field, payload field).
+    copied: &'static [(&'static str, &'static str)],
+}
+
+/// Proves the erasure record `written` points at (inclusion proof in a tree head signed by
+/// a trusted node key, consistent with the head trusted before), checks it is the erasure
+/// asked for, and prints the attestation as JSON.
+async fn attest(
+    connection: &Connection,
+    client: &Client,
+    written: &kimberlite_client::WriteOutcome,
+    erasure: &Erasure<'_>,
+) -> anyhow::Result<()> {
     let (_, position) = written
         .positions
         .context("the node answered the erasure without its record's position")?;
-    let proven = client.prove(tenant, Some(position)).await?;
+    let proven = client.prove(erasure.partition_name, Some(position)).await?;
     let record = proven.record.as_ref().context("the node sent no record")?;
-    let erased: serde_json::Value = serde_json::from_slice(&record.payload)
+    let payload: serde_json::Value = serde_json::from_slice(&record.payload)
         .context("the erasure record's payload is not JSON")?;
-    if record.event_type != "SubjectErased" || erased["subject"] != subject {
+    if record.event_type != erasure.event_type || payload[erasure.name_field] != erasure.name {
         anyhow::bail!(
-            "the record at position {position} is not the erasure of `{subject}`: {}",
+            "the record at position {position} is not the erasure of `{}`: {}",
+            erasure.name,
             describe_record(record, true)
         );
     }
-    save(connection, tenant, &proven.head)?;
-    let attestation = serde_json::json!({
-        "attestation": "kimberlite-erasure-v1",
-        "tenant": tenant,
+    save(connection, erasure.partition_name, &proven.head)?;
+    let mut attestation = serde_json::json!({
+        "attestation": erasure.attestation,
+        "tenant": erasure.tenant,
+        "partition_name": erasure.partition_name,
         "partition": proven.signed.partition,
-        "subject": subject,
-        "key_id": erased["key_id"],
+        erasure.name_field: erasure.name,
         "reason": record.reason,
         "erased_by": record.principal,
         "position": position,
@@ -156,6 +216,9 @@ pub async fn erase(
         "signature": hex::encode(&proven.signed.signature),
         "inclusion_proof_hashes": proven.inclusion_hashes,
     });
+    for (field, from) in erasure.copied {
+        attestation[*field] = payload[*from].clone();
+    }
     println!("{}", serde_json::to_string_pretty(&attestation)?);
     eprintln!(
         "ok  erasure record {position} is in the signed tree of {} records (inclusion proof of {} hashes checked)",

@@ -113,6 +113,10 @@ pub struct ClusterFile {
     pub checkpoint_interval_ops: u64,
     /// SHA-256 (hex) of the first admin token: the first primary creates it.
     pub admin_token_sha256: String,
+    /// The region the cluster runs in: its replicas create and serve tenants of this region
+    /// and tenants without one (none: only tenants without a region).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
     pub replicas: Vec<ReplicaEntry>,
 }
 
@@ -200,6 +204,8 @@ pub struct InitOptions {
     pub base_port: u16,
     pub journal_slots: u64,
     pub checkpoint_interval_ops: u64,
+    /// The region of every replica (`cluster init --region`).
+    pub region: Option<String>,
 }
 
 /// The data directory of replica `replica` under `base`.
@@ -279,6 +285,7 @@ pub fn init(options: &InitOptions) -> anyhow::Result<ClientConfig> {
             journal_slots: options.journal_slots,
             checkpoint_interval_ops: options.checkpoint_interval_ops,
             admin_token_sha256: hex::encode(admin_hash),
+            region: options.region.clone(),
             replicas: entries.clone(),
         };
         let path = replica_dir(&options.base, replica).join(CLUSTER_FILE);
@@ -762,6 +769,7 @@ impl ReplicaServer {
             machine.views().clone(),
             writes.clone(),
             runtime.clone(),
+            file.region.clone(),
         )?;
         machine.set_observer(observer);
         let peers = file

@@ -100,13 +100,18 @@ struct WrappedKey {
 struct KeyFile {
     format: u32,
     tenant: TenantId,
-    /// The tenant KEK under the master key (`id` 0).
-    kek: WrappedKey,
+    /// The tenant KEK under the master key (`id` 0); gone once the tenant is erased.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    kek: Option<WrappedKey>,
     /// Data keys and subjects' keys under the KEK, ascending ids.
     keys: Vec<WrappedKey>,
     /// Ids of keys destroyed by an erasure, ascending: never created again.
     #[serde(default)]
     destroyed: Vec<u32>,
+    /// Set when the whole tenant was erased: the position of its `TenantErased` record in
+    /// the system partition. The file then holds no key at all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    erased_at: Option<u64>,
 }
 
 /// `keys.json` of format 1 (data keys wrapped by the master key directly): migrated on load.
@@ -184,7 +189,8 @@ pub fn key_file_path(tenant_dir: &Path) -> PathBuf {
 pub struct TenantKeys {
     tenant: TenantId,
     path: PathBuf,
-    kek: Aes256Gcm,
+    /// `None` once the tenant is erased.
+    kek: Option<Aes256Gcm>,
     file: KeyFile,
     ring: KeyRing,
 }
@@ -240,10 +246,25 @@ impl TenantKeys {
                 file.tenant
             );
         }
+        if file.erased_at.is_some() {
+            return Ok(TenantKeys {
+                tenant,
+                path,
+                kek: None,
+                file,
+                ring: KeyRing::shredded(),
+            });
+        }
+        let Some(wrapped_kek) = &file.kek else {
+            bail!(
+                "{} has no key-encryption key, but its tenant was not erased: the file was altered (restore it from a backup)",
+                path.display()
+            );
+        };
         let kek = unwrap(
             &master.cipher(),
             &associated_data(WRAP_DOMAIN_KEK, tenant, 0),
-            &file.kek,
+            wrapped_kek,
             &|| {
                 format!(
                     "the key-encryption key of tenant {tenant} in {}",
@@ -274,7 +295,7 @@ impl TenantKeys {
         Ok(TenantKeys {
             tenant,
             path,
-            kek,
+            kek: Some(kek),
             file,
             ring,
         })
@@ -336,13 +357,14 @@ impl TenantKeys {
         Ok(TenantKeys {
             tenant,
             path: key_file_path(tenant_dir),
-            kek: Aes256Gcm::new_from_slice(kek.as_slice()).expect("32-byte key"),
+            kek: Some(Aes256Gcm::new_from_slice(kek.as_slice()).expect("32-byte key")),
             file: KeyFile {
                 format: KEY_FILE_FORMAT,
                 tenant,
-                kek: wrapped_kek,
+                kek: Some(wrapped_kek),
                 keys: Vec::new(),
                 destroyed: Vec::new(),
+                erased_at: None,
             },
             ring: KeyRing::empty(),
         })
@@ -358,7 +380,12 @@ impl TenantKeys {
     }
 
     pub fn is_destroyed(&self, key_id: u32) -> bool {
-        self.file.destroyed.binary_search(&key_id).is_ok()
+        self.is_erased() || self.file.destroyed.binary_search(&key_id).is_ok()
+    }
+
+    /// Whether the whole tenant was erased (no key is left).
+    pub fn is_erased(&self) -> bool {
+        self.file.erased_at.is_some()
     }
 
     /// Creates key `key_id` from the CSPRNG and stores it durably; a key the tenant already
@@ -367,6 +394,12 @@ impl TenantKeys {
     pub fn add_key(&mut self, key_id: u32) -> anyhow::Result<()> {
         if self.has(key_id) {
             return Ok(());
+        }
+        if self.is_erased() {
+            bail!(
+                "tenant {} was erased: no key is created for it again",
+                self.tenant
+            );
         }
         if self.is_destroyed(key_id) {
             bail!(
@@ -378,8 +411,14 @@ impl TenantKeys {
     }
 
     fn store(&mut self, key: DataKey) -> anyhow::Result<()> {
+        let Some(kek) = &self.kek else {
+            bail!(
+                "tenant {} was erased: no key is created for it again",
+                self.tenant
+            );
+        };
         let wrapped = wrap(
-            &self.kek,
+            kek,
             &associated_data(WRAP_DOMAIN_DATA_KEY, self.tenant, key.id()),
             key.id(),
             key.bytes(),
@@ -404,6 +443,31 @@ impl TenantKeys {
         self.write()
             .with_context(|| format!("cannot destroy key {key_id} of tenant {}", self.tenant))?;
         self.ring.destroy(key_id);
+        Ok(())
+    }
+
+    /// Erases the whole tenant (crypto-shredding): the KEK and every data and subject key
+    /// leave the file (durably) and the ring; every id is listed as destroyed and
+    /// `erased_at` (the `TenantErased` record's position) is kept. Erasing again is a no-op.
+    ///
+    /// The file is replaced by a rename: the filesystem may keep the old blocks (holding the
+    /// KEK wrapped under the master key) until it reuses them.
+    pub fn erase(&mut self, erased_at: u64) -> anyhow::Result<()> {
+        if self.is_erased() {
+            return Ok(());
+        }
+        let ids = self.file.keys.iter().map(|key| key.id);
+        let mut destroyed: Vec<u32> = self.file.destroyed.iter().copied().chain(ids).collect();
+        destroyed.sort_unstable();
+        destroyed.dedup();
+        self.file.destroyed = destroyed;
+        self.file.keys.clear();
+        self.file.kek = None;
+        self.file.erased_at = Some(erased_at);
+        self.write()
+            .with_context(|| format!("cannot erase the keys of tenant {}", self.tenant))?;
+        self.kek = None;
+        self.ring = KeyRing::shredded();
         Ok(())
     }
 
@@ -491,6 +555,41 @@ mod tests {
         assert!(text.contains("\"format\": 2"), "{text}");
         let again = TenantKeys::load(&master, 4, dir.path()).unwrap();
         assert_eq!(again.ring().get(1).unwrap().bytes(), key.bytes());
+    }
+
+    #[test]
+    fn an_erased_tenant_keeps_no_key_and_loads_without_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut keys = TenantKeys::create(&master(1), 5, dir.path()).unwrap();
+        keys.add_key(2).unwrap();
+        keys.add_key(SUBJECT_KEY_ID).unwrap();
+        keys.erase(42).unwrap();
+        for id in [1, 2, SUBJECT_KEY_ID, SUBJECT_KEY_ID + 9] {
+            assert!(keys.ring().get(id).is_none(), "key {id} is still readable");
+            assert!(keys.ring().is_destroyed(id));
+        }
+        let error = keys.add_key(3).unwrap_err().to_string();
+        assert!(error.contains("tenant 5 was erased"), "{error}");
+        // Neither the KEK nor any wrapped key is left in the file.
+        let text = std::fs::read_to_string(key_file_path(dir.path())).unwrap();
+        let file: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert!(file.get("kek").is_none(), "{text}");
+        assert_eq!(file["keys"], serde_json::json!([]));
+        assert_eq!(file["destroyed"], serde_json::json!([1, 2, SUBJECT_KEY_ID]));
+        assert_eq!(file["erased_at"], 42);
+        // Loading needs no master key any more (any one will do) and stays erased.
+        let reloaded = TenantKeys::load(&master(9), 5, dir.path()).unwrap();
+        assert!(reloaded.is_erased());
+        assert!(reloaded.ring().get(1).is_none());
+        // A file without its KEK that does not say it was erased was altered.
+        let mut altered = file.clone();
+        altered.as_object_mut().unwrap().remove("erased_at");
+        std::fs::write(key_file_path(dir.path()), altered.to_string()).unwrap();
+        let error = TenantKeys::load(&master(1), 5, dir.path()).unwrap_err();
+        assert!(
+            format!("{error:#}").contains("has no key-encryption key"),
+            "{error:#}"
+        );
     }
 
     const SUBJECT_KEY_ID: u32 = kimberlite_kernel::SUBJECT_KEY_ID_FIRST;

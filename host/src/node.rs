@@ -317,6 +317,22 @@ impl Node {
                 }
             }
         }
+        // The same for a tenant's erasure: all of its keys.
+        for state in kernel.catalog().tenants() {
+            if let (Some(erased_at), Some(keys), Some(log)) = (
+                state.erased_at,
+                tenant_keys.get_mut(&state.id),
+                logs.get_mut(&state.id),
+            ) && !keys.is_erased()
+            {
+                keys.erase(erased_at)?;
+                log.set_keys(keys.ring());
+                report.notes.push(format!(
+                    "partition {}: destroyed the keys of tenant `{}`, whose erasure was interrupted by a crash",
+                    state.id, state.name
+                ));
+            }
+        }
         transaction.set_kernel_snapshot(&kernel.snapshot())?;
         transaction
             .commit(true)
@@ -384,6 +400,7 @@ impl Node {
         views: ViewStore,
         writes: Arc<dyn ReplicatedWrites>,
         runtime: tokio::runtime::Handle,
+        region: Option<String>,
     ) -> anyhow::Result<(Node, Box<dyn crate::replicated::CommitObserver>)> {
         let shared = Shared::new(
             Layout {
@@ -395,9 +412,8 @@ impl Node {
             NodeKey::load_public_key(root)
                 .context("cannot read the node public key")?
                 .to_bytes(),
-            // A replica takes no region yet (cluster.toml has none): it holds only
-            // tenants without one.
-            None,
+            // The cluster's region (cluster.toml): every replica holds the same tenants.
+            region,
         )?;
         let runner = {
             let writes = writes.clone();
@@ -649,14 +665,21 @@ impl Node {
             Request::TenantList => {
                 let system = self.reader(SYSTEM_TENANT)?;
                 let readers = self.shared.readers.read().expect("readers lock").clone();
-                let visible: Vec<(TenantId, String, Position)> = catalog
+                let visible: Vec<(TenantId, String, Position, Option<Position>)> = catalog
                     .tenants()
                     .filter(|tenant| token.tenant == SYSTEM_TENANT || token.tenant == tenant.id)
-                    .map(|tenant| (tenant.id, tenant.name.clone(), tenant.created_at))
+                    .map(|tenant| {
+                        (
+                            tenant.id,
+                            tenant.name.clone(),
+                            tenant.created_at,
+                            tenant.erased_at,
+                        )
+                    })
                     .collect();
                 tokio::task::spawn_blocking(move || {
                     let mut tenants = Vec::with_capacity(visible.len());
-                    for (id, name, created_at) in visible {
+                    for (id, name, created_at, erased_at) in visible {
                         // The creation time is the timestamp of the tenant's record in the
                         // system partition: one header read, no decryption.
                         let created_at_ns = system
@@ -672,6 +695,7 @@ impl Node {
                             name,
                             created_at_ns,
                             log_end: readers.get(&id).map(LogReader::end).unwrap_or(0),
+                            erased_at,
                         });
                     }
                     Ok(Response::Tenants { tenants })
@@ -1004,6 +1028,30 @@ impl Node {
                 );
                 Ok(written_response(&self.write(vec![command]).await?))
             }
+            Request::TenantErase { tenant, reason } => {
+                require(
+                    &token,
+                    SYSTEM_TENANT,
+                    Action::ManageTenants,
+                    "erase a tenant (requires a node-admin token)",
+                )?;
+                let target = self.resolve_tenant(&catalog, &token, &tenant)?;
+                if reason.trim().is_empty() {
+                    return Err(bad_request(
+                        "erasing a tenant needs a reason (--reason): it is part of the record auditors see"
+                            .to_string(),
+                    ));
+                }
+                let command = self.command(
+                    SYSTEM_TENANT,
+                    client.0,
+                    client.1,
+                    &token.name,
+                    &reason,
+                    CommandBody::EraseTenant { target },
+                );
+                Ok(written_response(&self.write(vec![command]).await?))
+            }
             Request::KeyRotate { tenant, reason } => {
                 let tenant_id = self.resolve_tenant(&catalog, &token, &tenant)?;
                 require(
@@ -1051,7 +1099,17 @@ impl Node {
                 position,
                 trusted_size,
             } => {
-                let tenant_id = self.resolve_tenant(&catalog, &token, &tenant)?;
+                let tenant_id = if tenant == kimberlite_client::SYSTEM_PARTITION_NAME {
+                    require(
+                        &token,
+                        SYSTEM_TENANT,
+                        Action::ManageTenants,
+                        "read proofs of the system partition (requires a node-admin token)",
+                    )?;
+                    SYSTEM_TENANT
+                } else {
+                    self.resolve_tenant(&catalog, &token, &tenant)?
+                };
                 require(&token, tenant_id, Action::Audit, "read proofs of the log")?;
                 let reader = self.reader(tenant_id)?;
                 let public_key = self.shared.node_public_key;
@@ -1605,14 +1663,26 @@ fn authenticate(catalog: &Catalog, token: &str) -> Result<Token, WireError> {
             message: "no token was sent (pass --token or set KIMBERLITE_TOKEN)".into(),
         });
     }
-    catalog
+    let token = catalog
         .token_by_hash(&token_hash(token))
         .cloned()
         .ok_or_else(|| WireError {
             code: ErrorCode::Unauthenticated,
             message: "the token is not known to this node (mistyped, or made for another node)"
                 .into(),
-        })
+        })?;
+    if let Some(tenant) = catalog.tenant(token.tenant)
+        && let Some(erased_at) = tenant.erased_at
+    {
+        return Err(WireError {
+            code: ErrorCode::Unauthenticated,
+            message: format!(
+                "the token `{}` belongs to tenant `{}`, which was erased at position {erased_at} of the system log",
+                token.name, tenant.name
+            ),
+        });
+    }
+    Ok(token)
 }
 
 fn require(token: &Token, tenant: TenantId, action: Action, what: &str) -> Result<(), WireError> {
@@ -1821,12 +1891,21 @@ fn resolve_tenant(catalog: &Catalog, token: &Token, name: &str) -> Result<Tenant
             message: format!("this token is scoped to another tenant and cannot act on `{name}`"),
         });
     }
-    found.ok_or_else(|| WireError {
+    let id = found.ok_or_else(|| WireError {
         code: ErrorCode::NotFound,
         message: format!(
             "no tenant named `{name}` (create it with `kimberlite tenant create {name}`)"
         ),
-    })
+    })?;
+    if let Some(erased_at) = catalog.tenant(id).and_then(|tenant| tenant.erased_at) {
+        return Err(WireError {
+            code: ErrorCode::Conflict,
+            message: format!(
+                "tenant `{name}` was erased at position {erased_at} of the system log: its keys are destroyed and its data can no longer be read, written or proven"
+            ),
+        });
+    }
+    Ok(id)
 }
 
 /// The answer to a write: what it did and where in the log it went.
@@ -1850,6 +1929,9 @@ fn summarize(written: &Written) -> String {
         Some(Outcome::QuotaSet { tenant }) => format!("QUOTA SET for tenant {tenant}"),
         Some(Outcome::SubjectErased { subject, key_id }) => format!(
             "ERASE {subject}: key {key_id} destroyed; its rows left every table (now and AS OF), its log records read as erased"
+        ),
+        Some(Outcome::TenantErased { name, records, .. }) => format!(
+            "ERASE TENANT {name}: its key-encryption key and every data key are destroyed; its {records} records read as erased, its tables and views are empty, its tokens are refused"
         ),
         Some(Outcome::KeyRotated { key_id }) => format!(
             "KEY ROTATE: data key {key_id} encrypts the tenant's records from here on (older records keep their key)"
@@ -1993,6 +2075,31 @@ fn restart_views(
     };
     for projection in state.projections() {
         for version in projection.live_versions() {
+            for table in &version.tables {
+                kimberlite_kernel::RowStore::purge(write, tenant, table.id, &|_| true)?;
+            }
+            write.set_progress(
+                tenant,
+                version.version,
+                &kimberlite_projections::ProjectionProgress::GENESIS,
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// After a tenant's erasure: every version of every projection of `tenant` (in `catalog`,
+/// the catalog from before the erasure) loses its rows and its progress.
+fn purge_views(
+    catalog: &Catalog,
+    tenant: TenantId,
+    write: &mut kimberlite_projections::ViewWrite<'_>,
+) -> Result<(), kimberlite_kernel::StoreError> {
+    let Some(state) = catalog.tenant(tenant) else {
+        return Ok(());
+    };
+    for projection in state.projections() {
+        for version in &projection.versions {
             for table in &version.tables {
                 kimberlite_kernel::RowStore::purge(write, tenant, table.id, &|_| true)?;
             }
@@ -2164,6 +2271,8 @@ impl Writer {
         // Subject keys to destroy once the erasure records are durable (destroying first
         // and crashing would shred data with no record saying why).
         let mut erasures: Vec<(TenantId, u32)> = Vec::new();
+        // Tenants whose keys all go once their erasure record is durable, with its position.
+        let mut tenant_erasures: Vec<(TenantId, Position)> = Vec::new();
         for job in &batch {
             let mut written = Written {
                 outcomes: Vec::new(),
@@ -2226,6 +2335,16 @@ impl Writer {
                             failure = Some(format!("the view store failed: {error}"));
                         }
                     }
+                    Outcome::TenantErased { tenant, .. } => {
+                        catalog_changed = true;
+                        tenant_erasures.push((*tenant, effects.first_position));
+                        // The views' definitions left the kernel's catalog with the
+                        // tenant; the published one (before this batch) still has them.
+                        let before = shared.catalog.read().expect("catalog lock").clone();
+                        if let Err(error) = purge_views(&before, *tenant, &mut transaction) {
+                            failure = Some(format!("the view store failed: {error}"));
+                        }
+                    }
                     Outcome::TokenCreated { .. }
                     | Outcome::TableCreated { .. }
                     | Outcome::TableDropped { .. }
@@ -2265,6 +2384,11 @@ impl Writer {
         }
         for (tenant, key_id) in erasures {
             if let Err(error) = self.destroy_key(tenant, key_id) {
+                return Err((format!("{error:#}"), batch));
+            }
+        }
+        for (tenant, erased_at) in tenant_erasures {
+            if let Err(error) = self.change_keys(tenant, |keys| keys.erase(erased_at)) {
                 return Err((format!("{error:#}"), batch));
             }
         }

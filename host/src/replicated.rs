@@ -326,6 +326,9 @@ enum BodyV1 {
         target: TenantId,
         quota: kimberlite_kernel::Quota,
     },
+    EraseTenant {
+        target: TenantId,
+    },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -441,6 +444,7 @@ pub fn encode_command(command: &Command) -> Vec<u8> {
         },
         CommandBody::RotateKey => BodyV1::RotateKey,
         CommandBody::Erase { subject } => BodyV1::Erase { subject },
+        CommandBody::EraseTenant { target } => BodyV1::EraseTenant { target },
         CommandBody::SetQuota { target, quota } => BodyV1::SetQuota { target, quota },
     };
     let mirror = CommandV1 {
@@ -560,6 +564,7 @@ pub fn decode_command(
         },
         BodyV1::RotateKey => CommandBody::RotateKey,
         BodyV1::Erase { subject } => CommandBody::Erase { subject },
+        BodyV1::EraseTenant { target } => CommandBody::EraseTenant { target },
         BodyV1::SetQuota { target, quota } => CommandBody::SetQuota { target, quota },
     };
     Ok(Command {
@@ -632,24 +637,70 @@ pub struct Refusal {
 /// GRANT/REVOKE/CREATE POLICY: a replica of an older build cannot decode it).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ReplyOutcome {
-    TenantCreated { tenant: TenantId, name: String },
-    TokenCreated { tenant: TenantId, name: String },
-    TableCreated { table: String },
-    TableDropped { table: String },
-    RowsAffected { count: u64 },
-    Appended { count: u64 },
-    ProjectionDeployed { name: String },
-    ProjectionActivated { name: String, version: Position },
-    ProjectionFaulted { name: String, version: Position },
-    ProjectionRolledBack { name: String, to: Option<Position> },
-    PolicyDeployed { name: String },
-    PolicyRolledBack { name: String, to: Position },
+    TenantCreated {
+        tenant: TenantId,
+        name: String,
+    },
+    TokenCreated {
+        tenant: TenantId,
+        name: String,
+    },
+    TableCreated {
+        table: String,
+    },
+    TableDropped {
+        table: String,
+    },
+    RowsAffected {
+        count: u64,
+    },
+    Appended {
+        count: u64,
+    },
+    ProjectionDeployed {
+        name: String,
+    },
+    ProjectionActivated {
+        name: String,
+        version: Position,
+    },
+    ProjectionFaulted {
+        name: String,
+        version: Position,
+    },
+    ProjectionRolledBack {
+        name: String,
+        to: Option<Position>,
+    },
+    PolicyDeployed {
+        name: String,
+    },
+    PolicyRolledBack {
+        name: String,
+        to: Position,
+    },
     AccessRecorded,
-    Skipped { notice: String },
-    AccessChanged { summary: String },
-    KeyRotated { key_id: u32 },
-    SubjectErased { subject: String, key_id: u32 },
-    QuotaSet { tenant: TenantId },
+    Skipped {
+        notice: String,
+    },
+    AccessChanged {
+        summary: String,
+    },
+    KeyRotated {
+        key_id: u32,
+    },
+    SubjectErased {
+        subject: String,
+        key_id: u32,
+    },
+    QuotaSet {
+        tenant: TenantId,
+    },
+    TenantErased {
+        tenant: TenantId,
+        name: String,
+        records: Position,
+    },
 }
 
 impl ReplyOutcome {
@@ -682,6 +733,15 @@ impl ReplyOutcome {
                 Outcome::SubjectErased { subject, key_id }
             }
             ReplyOutcome::QuotaSet { tenant } => Outcome::QuotaSet { tenant },
+            ReplyOutcome::TenantErased {
+                tenant,
+                name,
+                records,
+            } => Outcome::TenantErased {
+                tenant,
+                name,
+                records,
+            },
         }
     }
 }
@@ -715,6 +775,15 @@ impl From<Outcome> for ReplyOutcome {
                 ReplyOutcome::SubjectErased { subject, key_id }
             }
             Outcome::QuotaSet { tenant } => ReplyOutcome::QuotaSet { tenant },
+            Outcome::TenantErased {
+                tenant,
+                name,
+                records,
+            } => ReplyOutcome::TenantErased {
+                tenant,
+                name,
+                records,
+            },
         }
     }
 }

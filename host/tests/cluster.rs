@@ -59,6 +59,11 @@ fn rand_u16() -> u16 {
 
 impl Cluster {
     fn init() -> Cluster {
+        Cluster::init_with(&[])
+    }
+
+    /// `cluster init` with `extra` arguments.
+    fn init_with(extra: &[&str]) -> Cluster {
         let directory = tempfile::tempdir().unwrap();
         let base = directory.path().join("cluster");
         let output = Command::new(BINARY)
@@ -69,6 +74,7 @@ impl Cluster {
                 &CHECKPOINT_INTERVAL_OPS.to_string(),
             ])
             .args(["--journal-slots", &JOURNAL_SLOTS.to_string()])
+            .args(extra)
             .arg("--data-dir")
             .arg(&base)
             .output()
@@ -267,6 +273,78 @@ fn segments(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     }
     found.sort();
     found
+}
+
+/// Regions: a cluster initialised with `--region eu` holds tenants of `eu` and tenants without
+/// a region, and refuses another region's, naming both, on whichever replica is primary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_in_a_region_creates_only_tenants_of_its_region() {
+    let mut cluster = Cluster::init_with(&["--region", "eu"]);
+    for replica in 0..REPLICAS {
+        cluster.start(replica, false);
+    }
+    let config = cluster.config();
+    let client = tokio::time::timeout(WAIT_MAX, async {
+        loop {
+            if let Ok(client) = Client::connect(&config, None).await
+                && client
+                    .create_tenant_in("clinic", Some("eu"), "eu data")
+                    .await
+                    .is_ok()
+            {
+                return client;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .expect("the cluster serves within the bound");
+    client.create_tenant("anywhere", "no region").await.unwrap();
+    let refused = client
+        .create_tenant_in("shop", Some("us"), "us data")
+        .await
+        .expect_err("another region's tenant is refused");
+    assert_eq!(
+        refused.code(),
+        Some(ErrorCode::PermissionDenied),
+        "{refused}"
+    );
+    let message = refused.to_string();
+    assert!(
+        message.contains("must live in region `us`") && message.contains("runs in region `eu`"),
+        "{message}"
+    );
+    let names: Vec<String> = client
+        .list_tenants()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|tenant| tenant.name)
+        .collect();
+    assert_eq!(names, ["clinic", "anywhere"]);
+    // Erasing a tenant needs destroyable keys, which a cluster does not have yet: refused,
+    // saying why, and the tenant stays.
+    let erase = client
+        .erase_tenant("anywhere", "contract ended")
+        .await
+        .expect_err("a cluster refuses tenant erasure");
+    assert!(
+        erase.to_string().contains("not available in a cluster"),
+        "{erase}"
+    );
+    client
+        .sql(
+            "anywhere",
+            "CREATE TABLE t (id BIGINT PRIMARY KEY)",
+            &[],
+            "",
+        )
+        .await
+        .unwrap();
+    client.close().await;
+    for replica in 0..REPLICAS {
+        cluster.stop(replica);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -53,6 +53,10 @@ pub struct Tenant {
     /// Data subjects named by the tenant's records, each with its own key id.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     subjects: BTreeMap<String, Subject>,
+    /// The position of its `TenantErased` record in the system partition: every key of the
+    /// tenant is destroyed, its tables, views and modules are gone, nothing may name it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub erased_at: Option<Position>,
 }
 
 /// A tenant's quotas: what one tenant may take of a node, so that it cannot starve the
@@ -434,8 +438,28 @@ impl Catalog {
             subjects: BTreeMap::new(),
             region,
             quota: Quota::default(),
+            erased_at: None,
         };
         self.tenants.insert(id, tenant);
+    }
+
+    /// Erases a tenant: only its tombstone stays (id, name, creation, region, erasure),
+    /// so the name is never reused and its log can still be verified. Its tokens stay in
+    /// the catalog (their hashes are in the system log) and are refused by the host.
+    pub(crate) fn erase_tenant(&mut self, id: TenantId, at: Position) {
+        let tenant = self
+            .tenants
+            .get_mut(&id)
+            .expect("only existing tenants are erased");
+        assert!(tenant.erased_at.is_none(), "a tenant is erased once");
+        tenant.tables.clear();
+        tenant.projections.clear();
+        tenant.policies.clear();
+        tenant.grants.clear();
+        tenant.row_filters.clear();
+        tenant.subjects.clear();
+        tenant.quota = Quota::default();
+        tenant.erased_at = Some(at);
     }
 
     pub(crate) fn add_token(&mut self, token: Token) {

@@ -113,6 +113,10 @@ pub enum CommandBody {
     /// Erases a data subject: its key is destroyed (by the host, once the record is
     /// durable), its rows leave every table and every version, its records read as erased.
     Erase { subject: String },
+    /// Erases a whole tenant (node-level: `tenant = SYSTEM_TENANT`): the host destroys its
+    /// key-encryption key and every data and subject key once the record is durable; its
+    /// rows leave every table and view; nothing may name the tenant again.
+    EraseTenant { target: TenantId },
 }
 
 /// One application event of an `Append`.
@@ -197,6 +201,13 @@ pub enum Outcome {
     SubjectErased {
         subject: String,
         key_id: u32,
+    },
+    /// A tenant was erased: the host must destroy all its keys once the record is durable.
+    TenantErased {
+        tenant: TenantId,
+        name: String,
+        /// Records in its log (all unreadable from now on).
+        records: Position,
     },
     /// GRANT, REVOKE, CREATE POLICY or DROP POLICY: what changed.
     AccessChanged {
@@ -310,6 +321,10 @@ pub enum KernelError {
         "data subject `{subject}` was erased at position {position}: its key is destroyed and no record may name it again"
     )]
     SubjectErased { subject: String, position: Position },
+    #[error(
+        "tenant `{name}` was erased at position {position} of the system log: its keys are destroyed and nothing can be written to, read from or named in it again"
+    )]
+    TenantErased { name: String, position: Position },
     #[error("{0}")]
     SubjectKeysRefused(String),
     #[error("`{table}` has {max} policies, the most table_row_filters_max allows; drop one first")]
@@ -346,7 +361,8 @@ impl KernelError {
             | KernelError::NameInUse(_)
             | KernelError::DuplicateKey { .. }
             | KernelError::RowFilterExists { .. }
-            | KernelError::SubjectErased { .. } => ErrorClass::Conflict,
+            | KernelError::SubjectErased { .. }
+            | KernelError::TenantErased { .. } => ErrorClass::Conflict,
             KernelError::TooManyTables { .. }
             | KernelError::TooManyRowFilters { .. }
             | KernelError::ValueTooLarge { .. }
@@ -483,6 +499,11 @@ enum Change {
     SubjectErased {
         subject: String,
     },
+    /// Every row of the tenant leaves every table; the catalog keeps its tombstone (a
+    /// record of the system partition).
+    TenantErased {
+        tenant: TenantId,
+    },
     /// A record that changes no kernel state (application events).
     None,
 }
@@ -545,6 +566,10 @@ impl Kernel {
                     cmd.reason.len()
                 ),
             });
+        }
+        if cmd.tenant != SYSTEM_TENANT {
+            // Every command of a tenant, whatever its body, is refused once it is erased.
+            self.data_tenant(cmd.tenant)?;
         }
         let plan = match &cmd.body {
             CommandBody::CreateTenant { name, region } => {
@@ -628,6 +653,7 @@ impl Kernel {
                 self.plan_set_quota(cmd, *target, quota.clone())?
             }
             CommandBody::Erase { subject } => self.plan_erase(cmd, subject)?,
+            CommandBody::EraseTenant { target } => self.plan_erase_tenant(cmd, *target)?,
         };
         self.commit(cmd, plan, rows)
     }
@@ -788,6 +814,17 @@ impl Kernel {
                         })?;
                     }
                 }
+                Change::TenantErased { tenant: target } => {
+                    let tables: Vec<TableId> = self
+                        .catalog
+                        .table_history(*target)
+                        .iter()
+                        .map(|table| table.id)
+                        .collect();
+                    for table in tables {
+                        rows.purge(*target, table, &|_: &Row| true)?;
+                    }
+                }
                 _ => {}
             }
         }
@@ -880,6 +917,9 @@ impl Kernel {
                     .tenant_mut(tenant)
                     .expect("subjects live in existing tenants")
                     .erase_subject(&subject, position),
+                Change::TenantErased { tenant: target } => {
+                    self.catalog.erase_tenant(target, position)
+                }
                 Change::Upsert { .. } | Change::Remove { .. } | Change::None => {}
             }
         }
@@ -888,7 +928,8 @@ impl Kernel {
 
     /// Replays one stored record of `tenant`'s partition: the same change `execute` made
     /// when it produced the record. Records must come in position order, from
-    /// `next_position(tenant)` on.
+    /// `next_position(tenant)` on, and the system partition before the tenants' (it creates
+    /// them, and says which were erased: their records no longer decrypt).
     pub fn apply_record(
         &mut self,
         tenant: TenantId,
@@ -924,6 +965,12 @@ impl Kernel {
         let meta = &record.header.meta;
         let bytes = record.payload.as_slice();
         let refuse = |why: String| Err(PayloadError(why));
+        if self.erased_at(tenant).is_some() {
+            // An erased tenant's records changed only its own state, which the erasure
+            // removed whole (its records read as erased once its keys are destroyed; until
+            // then, after a crash, they may still decrypt).
+            return Ok(Change::None);
+        }
         if record.erased {
             // Under an erased subject's destroyed key: the erasure removed whatever the
             // record changed, so replaying it changes nothing. Only records naming a
@@ -1137,6 +1184,25 @@ impl Kernel {
                     key_id: key.key_id,
                 })
             }
+            (RecordKind::Erasure, payload::EVENT_TENANT_ERASED) => {
+                let erased: payload::TenantErased = payload::from_json("TenantErased", bytes)?;
+                let known = self.catalog.tenant(erased.tenant);
+                match known {
+                    Some(known)
+                        if tenant == SYSTEM_TENANT
+                            && known.erased_at.is_none()
+                            && known.name == erased.name =>
+                    {
+                        Ok(Change::TenantErased {
+                            tenant: erased.tenant,
+                        })
+                    }
+                    _ => refuse(format!(
+                        "tenant {} (`{}`) is not a tenant the system partition can erase",
+                        erased.tenant, erased.name
+                    )),
+                }
+            }
             (RecordKind::Erasure, payload::EVENT_SUBJECT_ERASED) => {
                 let erased: payload::SubjectKey = payload::from_json("SubjectErased", bytes)?;
                 let known = self
@@ -1203,7 +1269,13 @@ impl Kernel {
         if let Some(region) = region {
             check_region(region)?;
         }
-        if self.catalog.tenant_by_name(name).is_some() {
+        if let Some(existing) = self.catalog.tenant_by_name(name) {
+            if let Some(position) = existing.erased_at {
+                return Err(KernelError::TenantErased {
+                    name: name.to_string(),
+                    position,
+                });
+            }
             return Err(KernelError::TenantExists(name.to_string()));
         }
         let tenant = self.catalog.next_tenant_id();
@@ -1241,8 +1313,8 @@ impl Kernel {
         roles: &[String],
         attributes: &[(String, String)],
     ) -> Result<Plan, KernelError> {
-        if target != SYSTEM_TENANT && self.catalog.tenant(target).is_none() {
-            return Err(KernelError::UnknownTenant(target));
+        if target != SYSTEM_TENANT {
+            self.data_tenant(target)?;
         }
         if cmd.tenant != SYSTEM_TENANT && cmd.tenant != target {
             return Err(KernelError::CrossTenant {
@@ -1342,10 +1414,70 @@ impl Kernel {
         if tenant == SYSTEM_TENANT {
             return Err(KernelError::SystemPartition);
         }
+        let state = self
+            .catalog
+            .tenant(tenant)
+            .ok_or(KernelError::UnknownTenant(tenant))?;
+        if let Some(position) = state.erased_at {
+            return Err(KernelError::TenantErased {
+                name: state.name.clone(),
+                position,
+            });
+        }
+        Ok(state.id)
+    }
+
+    /// The position of `tenant`'s erasure in the system partition, if it was erased.
+    pub fn erased_at(&self, tenant: TenantId) -> Option<Position> {
         self.catalog
             .tenant(tenant)
-            .map(|tenant| tenant.id)
-            .ok_or(KernelError::UnknownTenant(tenant))
+            .and_then(|state| state.erased_at)
+    }
+
+    fn plan_erase_tenant(&self, cmd: &Command, target: TenantId) -> Result<Plan, KernelError> {
+        if cmd.tenant != SYSTEM_TENANT {
+            return Err(KernelError::NotNodeLevel(cmd.tenant));
+        }
+        let target = self.data_tenant(target)?;
+        if self.subject_keys_refused {
+            return Err(KernelError::SubjectKeysRefused(
+                "erasing a tenant is not available in a cluster yet: a cluster derives the tenant's keys from the shared cluster secret, and a derived key cannot be destroyed".to_string(),
+            ));
+        }
+        if cmd.reason.trim().is_empty() {
+            return Err(KernelError::Invalid {
+                what: "reason",
+                why: "erasing a tenant needs a reason: it is part of the record auditors see"
+                    .to_string(),
+            });
+        }
+        let name = self
+            .catalog
+            .tenant(target)
+            .map(|state| state.name.clone())
+            .ok_or(KernelError::UnknownTenant(target))?;
+        let records = self.next_position(target);
+        let erased = payload::TenantErased {
+            tenant: target,
+            name: name.clone(),
+            records,
+        };
+        Ok(Plan {
+            partition: SYSTEM_TENANT,
+            entries: vec![Entry {
+                subject: None,
+                kind: RecordKind::Erasure,
+                event_type: payload::EVENT_TENANT_ERASED.to_string(),
+                stream: payload::STREAM_TENANTS.to_string(),
+                payload: payload::to_json(&erased),
+                change: Change::TenantErased { tenant: target },
+            }],
+            outcome: Outcome::TenantErased {
+                tenant: target,
+                name,
+                records,
+            },
+        })
     }
 
     fn plan_erase(&self, cmd: &Command, subject: &str) -> Result<Plan, KernelError> {
@@ -1398,9 +1530,7 @@ impl Kernel {
         if cmd.tenant != SYSTEM_TENANT {
             return Err(KernelError::NotNodeLevel(cmd.tenant));
         }
-        if self.catalog.tenant(target).is_none() {
-            return Err(KernelError::UnknownTenant(target));
-        }
+        self.data_tenant(target)?;
         for (name, value) in [
             ("stored_bytes", quota.stored_bytes),
             ("appends_per_second", quota.appends_per_second),

@@ -54,7 +54,7 @@
 //!   `{"subject":"patient-7","key_id":2147483648}`.
 //! - Application events appended with `Append` are stored as given.
 
-use crate::value::{Column, ColumnType, Row, TenantId, Value};
+use crate::value::{Column, ColumnType, Position, Row, TenantId, Value};
 use serde::{Deserialize, Serialize};
 use std::io::Write as _;
 
@@ -74,6 +74,7 @@ pub const EVENT_KEY_ROTATED: &str = "KeyRotated";
 pub const EVENT_QUOTA_SET: &str = "QuotaSet";
 pub const EVENT_SUBJECT_KEY_CREATED: &str = "SubjectKeyCreated";
 pub const EVENT_SUBJECT_ERASED: &str = "SubjectErased";
+pub const EVENT_TENANT_ERASED: &str = "TenantErased";
 pub const STREAM_ACCESS: &str = "kimberlite.access";
 pub const STREAM_KEYS: &str = "kimberlite.keys";
 pub const STREAM_TENANTS: &str = "tenants";
@@ -376,6 +377,16 @@ pub struct TenantCreated {
     /// Where the tenant's data must live (`tenant create --region`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
+}
+
+/// The payload of `TenantErased` (a record of the system partition): which tenant, and how
+/// many records its log held when its keys were destroyed (the log stays, unreadable).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantErased {
+    pub tenant: TenantId,
+    pub name: String,
+    pub records: Position,
 }
 
 /// The payload of `TokenCreated`.

@@ -79,6 +79,8 @@ pub struct KeyRing {
     derive: Option<DeriveKey>,
     /// Ids of keys destroyed on purpose: records under them read as erased, not as errors.
     destroyed: BTreeSet<u32>,
+    /// Every key is destroyed (an erased tenant): every record reads as erased.
+    shredded: bool,
 }
 
 impl KeyRing {
@@ -99,6 +101,16 @@ impl KeyRing {
             keys: BTreeMap::new(),
             derive: Some(derive),
             destroyed: BTreeSet::new(),
+            shredded: false,
+        }
+    }
+
+    /// A ring whose every key is destroyed (an erased tenant): every record reads as erased,
+    /// and nothing can be appended.
+    pub fn shredded() -> KeyRing {
+        KeyRing {
+            shredded: true,
+            ..KeyRing::default()
         }
     }
 
@@ -119,11 +131,11 @@ impl KeyRing {
     }
 
     pub fn is_destroyed(&self, id: u32) -> bool {
-        self.destroyed.contains(&id)
+        self.shredded || self.destroyed.contains(&id)
     }
 
     pub fn get(&self, id: u32) -> Option<DataKey> {
-        if self.destroyed.contains(&id) {
+        if self.is_destroyed(id) {
             return None;
         }
         match self.keys.get(&id) {

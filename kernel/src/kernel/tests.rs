@@ -200,6 +200,12 @@ impl Harness {
                 }
                 (SYSTEM_TENANT, CommandBody::SetQuota { target, quota })
             }
+            "erase-tenant" => (
+                SYSTEM_TENANT,
+                CommandBody::EraseTenant {
+                    target: rest.parse().unwrap(),
+                },
+            ),
             "erase" => (
                 self.tenant,
                 CommandBody::Erase {
@@ -294,9 +300,14 @@ impl Harness {
             .filter(|(_, subject)| subject.erased_at.is_some())
             .map(|(_, subject)| subject.key_id)
             .collect();
-        for (tenant, record) in &self.records {
+        // As the host replays: the system partition first, then each tenant's.
+        let mut records: Vec<&(TenantId, Record)> = self.records.iter().collect();
+        records.sort_by_key(|(tenant, _)| *tenant != SYSTEM_TENANT);
+        for (tenant, record) in records {
             let mut record = record.clone();
-            if destroyed.contains(&record.header.key_id) {
+            // An erased tenant's keys are all destroyed.
+            let tenant_erased = self.kernel.erased_at(*tenant).is_some();
+            if tenant_erased || destroyed.contains(&record.header.key_id) {
                 record.payload.clear();
                 record.erased = true;
             }
@@ -1722,6 +1733,100 @@ fn rotation_subject_keys_and_erasure_through_records() {
               t1@13 event RowInserted stream=visits key=2147483650 {"id":1,"patient":"carol","note":"reuses the erased row key"}
             rows
               visits: (1, 'carol', 'reuses the erased row key') (3, NULL, 'anonymous')
+        "#]],
+    );
+}
+
+#[test]
+fn erasing_a_tenant_leaves_only_its_tombstone() {
+    check(
+        "
+        tenant clinic
+        tenant bank
+        use 1
+        CREATE TABLE visits (id BIGINT PRIMARY KEY, patient TEXT) WITH (subject = 'patient')
+        INSERT INTO visits VALUES (1, 'ada')
+        append notes Written hello
+        use 2
+        CREATE TABLE accounts (id BIGINT PRIMARY KEY, balance BIGINT)
+        INSERT INTO accounts VALUES (7, 100)
+        erase-tenant 1
+        reason contract ended
+        erase-tenant 0
+        erase-tenant 9
+        erase-tenant 1
+        erase-tenant 1
+        use 1
+        rows
+        tables
+        INSERT INTO visits VALUES (2, 'bob')
+        append notes Written again
+        rotate
+        token 1 clerk writer
+        quota 1 queries=5
+        tenant clinic
+        use 2
+        rows
+        INSERT INTO accounts VALUES (8, 5)
+        ",
+        expect![[r#"
+            tenant clinic
+              TenantCreated { tenant: 1, name: "clinic" }
+              t0@0 catalog TenantCreated stream=tenants {"tenant":1,"name":"clinic"}
+            tenant bank
+              TenantCreated { tenant: 2, name: "bank" }
+              t0@1 catalog TenantCreated stream=tenants {"tenant":2,"name":"bank"}
+            use 1
+            CREATE TABLE visits (id BIGINT PRIMARY KEY, patient TEXT) WITH (subject = 'patient')
+              TableCreated { table: "visits" }
+              t1@0 ddl CreateTable stream=visits {"table":"visits","columns":[{"name":"id","type":"BIGINT","nullable":false},{"name":"patient","type":"TEXT","nullable":true}],"primary_key":["id"],"subject":"patient"}
+            INSERT INTO visits VALUES (1, 'ada')
+              RowsAffected { count: 1 }
+              t1@1 key-rotation SubjectKeyCreated stream=kimberlite.keys {"subject":"ada","key_id":2147483648}
+              t1@2 event RowInserted stream=visits key=2147483648 {"id":1,"patient":"ada"}
+            append notes Written hello
+              Appended { count: 1 }
+              t1@3 event Written stream=notes hello
+            use 2
+            CREATE TABLE accounts (id BIGINT PRIMARY KEY, balance BIGINT)
+              TableCreated { table: "accounts" }
+              t2@0 ddl CreateTable stream=accounts {"table":"accounts","columns":[{"name":"id","type":"BIGINT","nullable":false},{"name":"balance","type":"BIGINT","nullable":true}],"primary_key":["id"]}
+            INSERT INTO accounts VALUES (7, 100)
+              RowsAffected { count: 1 }
+              t2@1 event RowInserted stream=accounts {"id":7,"balance":100}
+            erase-tenant 1
+              error: invalid reason: erasing a tenant needs a reason: it is part of the record auditors see
+            reason contract ended
+            erase-tenant 0
+              error: the system partition holds no tables or events; send this command to a tenant
+            erase-tenant 9
+              error: unknown tenant 9
+            erase-tenant 1
+              TenantErased { tenant: 1, name: "clinic", records: 4 }
+              t0@2 erasure TenantErased stream=tenants reason="contract ended" {"tenant":1,"name":"clinic","records":4}
+            erase-tenant 1
+              error: tenant `clinic` was erased at position 2 of the system log: its keys are destroyed and nothing can be written to, read from or named in it again
+            use 1
+            rows
+            tables
+            INSERT INTO visits VALUES (2, 'bob')
+              error: tenant `clinic` was erased at position 2 of the system log: its keys are destroyed and nothing can be written to, read from or named in it again
+            append notes Written again
+              error: tenant `clinic` was erased at position 2 of the system log: its keys are destroyed and nothing can be written to, read from or named in it again
+            rotate
+              error: tenant `clinic` was erased at position 2 of the system log: its keys are destroyed and nothing can be written to, read from or named in it again
+            token 1 clerk writer
+              error: tenant `clinic` was erased at position 2 of the system log: its keys are destroyed and nothing can be written to, read from or named in it again
+            quota 1 queries=5
+              error: tenant `clinic` was erased at position 2 of the system log: its keys are destroyed and nothing can be written to, read from or named in it again
+            tenant clinic
+              error: tenant `clinic` was erased at position 2 of the system log: its keys are destroyed and nothing can be written to, read from or named in it again
+            use 2
+            rows
+              accounts: (7, 100)
+            INSERT INTO accounts VALUES (8, 5)
+              RowsAffected { count: 1 }
+              t2@2 event RowInserted stream=accounts reason="contract ended" {"id":8,"balance":5}
         "#]],
     );
 }
