@@ -388,6 +388,13 @@ impl ReplicaWrites {
 
     fn primary_hint(&self) -> String {
         match self.driver_status() {
+            // A timed-out write on the replica that still believes it leads: it cannot reach
+            // a quorum (cut off, or its view is being replaced), so naming itself would send
+            // the client straight back.
+            Some(status) if status.primary == status.replica => format!(
+                "replica {} leads view {} ({:?}) but cannot reach a quorum of replicas: it may be cut off from them, or a view change is under way; try another replica",
+                status.replica, status.view, status.status
+            ),
             Some(status) => {
                 let primary = self
                     .client_addresses

@@ -299,40 +299,11 @@ impl Node {
                 pending.extend(kernel.catalog().tenants().map(|tenant| tenant.id));
             }
         }
-        // A crash between an erasure record becoming durable and its key being destroyed
-        // leaves the key: destroy it now, before anything reads.
-        for state in kernel.catalog().tenants() {
-            for (_, subject) in state.subjects() {
-                if subject.erased_at.is_some()
-                    && let (Some(keys), Some(log)) =
-                        (tenant_keys.get_mut(&state.id), logs.get_mut(&state.id))
-                    && !keys.is_destroyed(subject.key_id)
-                {
-                    keys.destroy(subject.key_id)?;
-                    log.set_keys(keys.ring());
-                    report.notes.push(format!(
-                        "partition {}: destroyed key {} of an erasure interrupted by a crash",
-                        state.id, subject.key_id
-                    ));
-                }
-            }
-        }
-        // The same for a tenant's erasure: all of its keys.
-        for state in kernel.catalog().tenants() {
-            if let (Some(erased_at), Some(keys), Some(log)) = (
-                state.erased_at,
-                tenant_keys.get_mut(&state.id),
-                logs.get_mut(&state.id),
-            ) && !keys.is_erased()
-            {
-                keys.erase(erased_at)?;
-                log.set_keys(keys.ring());
-                report.notes.push(format!(
-                    "partition {}: destroyed the keys of tenant `{}`, whose erasure was interrupted by a crash",
-                    state.id, state.name
-                ));
-            }
-        }
+        report.notes.extend(finish_interrupted_erasures(
+            kernel.catalog(),
+            &mut tenant_keys,
+            &mut logs,
+        )?);
         transaction.set_kernel_snapshot(&kernel.snapshot())?;
         transaction
             .commit(true)
@@ -2061,6 +2032,64 @@ fn tenant_keys(
     TenantKeys::create(master, tenant, tenant_dir)
 }
 
+/// Changes `tenant`'s key store (durably) and hands the new ring to its log.
+fn change_keys(
+    keys: &mut BTreeMap<TenantId, TenantKeys>,
+    logs: &mut BTreeMap<TenantId, PartitionLog>,
+    tenant: TenantId,
+    change: impl FnOnce(&mut TenantKeys) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let keys = keys
+        .get_mut(&tenant)
+        .with_context(|| format!("partition {tenant} has no keys"))?;
+    change(keys)?;
+    logs.get_mut(&tenant)
+        .with_context(|| format!("partition {tenant} has no log"))?
+        .set_keys(keys.ring());
+    Ok(())
+}
+
+/// A crash between an erasure record becoming durable and its keys being destroyed leaves
+/// the keys: destroys them now, before anything reads (a subject's key, or every key of an
+/// erased tenant). Returns a note per erasure finished.
+fn finish_interrupted_erasures(
+    catalog: &Catalog,
+    keys: &mut BTreeMap<TenantId, TenantKeys>,
+    logs: &mut BTreeMap<TenantId, PartitionLog>,
+) -> anyhow::Result<Vec<String>> {
+    let mut notes = Vec::new();
+    for state in catalog.tenants() {
+        let Some(held) = keys.get(&state.id) else {
+            continue;
+        };
+        if let Some(erased_at) = state.erased_at {
+            if !held.is_erased() {
+                change_keys(keys, logs, state.id, |keys| keys.erase(erased_at))?;
+                notes.push(format!(
+                    "partition {}: destroyed the keys of tenant `{}`, whose erasure was interrupted by a crash",
+                    state.id, state.name
+                ));
+            }
+            continue;
+        }
+        let pending: Vec<u32> = state
+            .subjects()
+            .filter(|(_, subject)| {
+                subject.erased_at.is_some() && !held.is_destroyed(subject.key_id)
+            })
+            .map(|(_, subject)| subject.key_id)
+            .collect();
+        for key_id in pending {
+            change_keys(keys, logs, state.id, |keys| keys.destroy(key_id))?;
+            notes.push(format!(
+                "partition {}: destroyed key {key_id} of an erasure interrupted by a crash",
+                state.id
+            ));
+        }
+    }
+    Ok(notes)
+}
+
 /// After an erasure: every live projection version of `tenant` starts over from position 0
 /// with empty tables, in the erasure's own transaction. Projections see no event of an
 /// erased subject (its key is destroyed), so the rebuilt views hold nothing derived from it,
@@ -2475,16 +2504,7 @@ impl Writer {
         tenant: TenantId,
         change: impl FnOnce(&mut TenantKeys) -> anyhow::Result<()>,
     ) -> anyhow::Result<()> {
-        let keys = self
-            .keys
-            .get_mut(&tenant)
-            .with_context(|| format!("partition {tenant} has no keys"))?;
-        change(keys)?;
-        self.logs
-            .get_mut(&tenant)
-            .with_context(|| format!("partition {tenant} has no log"))?
-            .set_keys(keys.ring());
-        Ok(())
+        change_keys(&mut self.keys, &mut self.logs, tenant, change)
     }
 
     fn open_new_tenant(&mut self, tenant: TenantId) -> anyhow::Result<()> {

@@ -464,6 +464,9 @@ fn erasing_a_whole_tenant_shreds_every_key_and_refuses_the_tenant_after() {
     assert!(!success && stderr.contains("node-admin"), "{stderr}");
     assert!(sql(data, "SELECT text FROM notes").contains("clinic-secret-1"));
 
+    // The key file as it was before the erasure: put back below, it stands for a crash
+    // between the erasure record becoming durable and the keys being destroyed.
+    let keys_before = std::fs::read(data.join("tenants/1/keys.json")).unwrap();
     let (success, stdout, stderr) = kimberlite(
         data,
         &[
@@ -564,15 +567,24 @@ fn erasing_a_whole_tenant_shreds_every_key_and_refuses_the_tenant_after() {
     );
 
     // No key of the tenant is left in its key file.
-    let keys = std::fs::read_to_string(data.join("tenants/1/keys.json")).unwrap();
-    let keys: serde_json::Value = serde_json::from_str(&keys).unwrap();
-    assert!(keys.get("kek").is_none(), "{keys}");
-    assert_eq!(keys["keys"], serde_json::json!([]), "{keys}");
-    assert!(keys["erased_at"].is_u64(), "{keys}");
+    let no_key_left = |data: &Path| {
+        let keys = std::fs::read_to_string(data.join("tenants/1/keys.json")).unwrap();
+        let keys: serde_json::Value = serde_json::from_str(&keys).unwrap();
+        assert!(keys.get("kek").is_none(), "{keys}");
+        assert_eq!(keys["keys"], serde_json::json!([]), "{keys}");
+        assert!(keys["erased_at"].is_u64(), "{keys}");
+    };
+    no_key_left(data);
 
     // Restart (replay over a partition no key opens): the same refusals, the same bank.
     node.stop();
     let node = Node::start(data);
+    after_erasure(data);
+    node.stop();
+    // A crash before the keys were destroyed: the next start finishes the erasure.
+    std::fs::write(data.join("tenants/1/keys.json"), &keys_before).unwrap();
+    let node = Node::start(data);
+    no_key_left(data);
     after_erasure(data);
     node.stop();
     let verified = ok(data, &["verify", "--data-dir", data.to_str().unwrap()]);
