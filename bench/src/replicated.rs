@@ -398,6 +398,7 @@ impl Cluster {
                 start: StartMode::Format,
             };
             let machine = KernelStateMachine::open(ReplicatedOptions {
+                node_key_dir: None,
                 data_dir: directory.path().join(format!("replica-{replica}/node")),
                 log: LogConfig::default(),
                 keys: ClusterKeys::new(CLUSTER_ID, ClusterSecret::new(CLUSTER_SECRET)),

@@ -262,8 +262,9 @@ pub fn init(options: &InitOptions) -> anyhow::Result<ClientConfig> {
         let dir = replica_dir(&options.base, replica);
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
-        // Made now, so client.toml can name every key that signs tree heads.
-        let node_key = kimberlite_log::NodeKey::load_or_create(&dir.join(NODE_DIR))
+        // Made now, so client.toml can name every key that signs tree heads. It lives beside
+        // the certificates (the replica's identity), not in node/ (its state).
+        let node_key = kimberlite_log::NodeKey::load_or_create(&dir)
             .context("cannot create the replica's node signing key")?;
         node_public_keys.push(hex::encode(node_key.public_key().as_bytes()));
         let identity = replica_identity(&dir)?;
@@ -297,6 +298,34 @@ pub fn init(options: &InitOptions) -> anyhow::Result<ClientConfig> {
     let config = file.client_config(Some(admin_token), node_public_keys);
     config.save(&client_path)?;
     Ok(config)
+}
+
+/// The replica's node signing key lives in its directory (`cluster init` puts it there; a
+/// cluster made before kept it in `node/`, from where it is copied once). Its public half
+/// is also written to `node/node.pub`, where `kimberlite verify --data-dir …/node` and the
+/// node serving the replica read it.
+fn replica_node_key(dir: &Path, node_dir: &Path) -> anyhow::Result<()> {
+    let key_file = dir.join(kimberlite_log::NODE_KEY_FILE);
+    let old_key_file = node_dir.join(kimberlite_log::NODE_KEY_FILE);
+    if !key_file.exists() && old_key_file.exists() {
+        let bytes = zeroize::Zeroizing::new(
+            std::fs::read(&old_key_file)
+                .with_context(|| format!("cannot read {}", old_key_file.display()))?,
+        );
+        write_atomic(&key_file, &bytes, true)
+            .with_context(|| format!("cannot write {}", key_file.display()))?;
+    }
+    let node_key = kimberlite_log::NodeKey::load_or_create(dir)
+        .context("cannot load the replica's node signing key")?;
+    std::fs::create_dir_all(node_dir)
+        .with_context(|| format!("cannot create {}", node_dir.display()))?;
+    let public = format!("{}\n", hex::encode(node_key.public_key().as_bytes()));
+    let public_file = node_dir.join(kimberlite_log::NODE_PUBLIC_KEY_FILE);
+    if std::fs::read_to_string(&public_file).ok().as_deref() != Some(public.as_str()) {
+        write_atomic(&public_file, public.as_bytes(), false)
+            .with_context(|| format!("cannot write {}", public_file.display()))?;
+    }
+    Ok(())
 }
 
 /// Loads `DIR/replica-tls/{cert,key}.der`, creating them if absent.
@@ -752,10 +781,12 @@ impl ReplicaServer {
             start,
         };
 
+        replica_node_key(&dir, &node_dir)?;
         let mut machine = KernelStateMachine::open(ReplicatedOptions {
             data_dir: node_dir.clone(),
             log: LogConfig::default(),
             keys: ClusterKeys::new(cluster, secret.clone()),
+            node_key_dir: Some(dir.clone()),
         })?;
         let token = peer_token(&secret);
         let writes = Arc::new(ReplicaWrites {

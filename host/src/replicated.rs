@@ -954,6 +954,10 @@ pub struct ReplicatedOptions {
     /// Must be equal on every replica: segment boundaries are part of the identical bytes.
     pub log: LogConfig,
     pub keys: ClusterKeys,
+    /// Where the node signing key lives (`None`: in `data_dir`). A cluster keeps it beside
+    /// the replica's certificates, outside the state a lost disk takes with it, so a replica
+    /// rebuilt with `--recover` signs with the key clients already trust.
+    pub node_key_dir: Option<PathBuf>,
 }
 
 /// What opening found.
@@ -1051,8 +1055,9 @@ impl KernelStateMachine {
         std::fs::create_dir_all(&layout.root).with_context(|| {
             format!("cannot create the data directory {}", layout.root.display())
         })?;
+        let node_key_dir = options.node_key_dir.as_deref().unwrap_or(&layout.root);
         let node_key = Arc::new(
-            NodeKey::load_or_create(&layout.root).context("cannot load the node signing key")?,
+            NodeKey::load_or_create(node_key_dir).context("cannot load the node signing key")?,
         );
         let views = ViewStore::open(&layout.views())
             .with_context(|| format!("cannot open the view store {}", layout.views().display()))?;

@@ -444,6 +444,7 @@ async fn a_cluster_survives_a_killed_primary_and_a_wiped_backup() {
 
     let primary = cluster.primary().await;
     let backup = (primary + 1) % REPLICAS;
+    let public_key = std::fs::read_to_string(cluster.dir(backup).join("node/node.pub")).unwrap();
     cluster.kill(backup);
     for lost in ["node", "vsr"] {
         std::fs::remove_dir_all(cluster.dir(backup).join(lost)).unwrap();
@@ -484,6 +485,18 @@ async fn a_cluster_survives_a_killed_primary_and_a_wiped_backup() {
     for replica in 0..REPLICAS {
         cluster.stop(replica);
     }
+    // The rebuilt replica signs with the key client.toml names (it is not part of the state
+    // a lost disk takes).
+    assert_eq!(
+        std::fs::read_to_string(cluster.dir(backup).join("node/node.pub")).unwrap(),
+        public_key
+    );
+    assert!(
+        cluster
+            .config()
+            .node_public_keys
+            .contains(&public_key.trim().to_string())
+    );
     let reference = segments(&cluster.dir(0).join("node"));
     assert!(
         reference.len() >= 2,

@@ -57,6 +57,7 @@ fn log_config() -> LogConfig {
 
 fn options(data_dir: &Path) -> ReplicatedOptions {
     ReplicatedOptions {
+        node_key_dir: None,
         data_dir: data_dir.to_path_buf(),
         log: log_config(),
         keys: keys(),
