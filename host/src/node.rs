@@ -525,6 +525,20 @@ impl Node {
         }
     }
 
+    /// One command (see `command`), written, answered as a write.
+    async fn write_one(
+        &self,
+        tenant: TenantId,
+        client_id: u128,
+        request: u64,
+        principal: &str,
+        reason: &str,
+        body: CommandBody,
+    ) -> Result<Response, WireError> {
+        let command = self.command(tenant, client_id, request, principal, reason, body);
+        Ok(written_response(&self.write(vec![command]).await?))
+    }
+
     async fn write(&self, commands: Vec<Command>) -> WriteReply {
         if let Some(replicated) = &self.replicated {
             // One op per command: each is its own atomic unit, as in a local batch.
@@ -825,15 +839,15 @@ impl Node {
                                 "AS OF applies to queries, not to writes".into(),
                             ));
                         }
-                        let command = self.command(
+                        self.write_one(
                             tenant_id,
                             client.0,
                             client.1,
                             &token.name,
                             &reason,
                             CommandBody::Sql { sql, params },
-                        );
-                        Ok(written_response(&self.write(vec![command]).await?))
+                        )
+                        .await
                     }
                 }
             }
@@ -983,21 +997,16 @@ impl Node {
                     Action::Ddl,
                     "erase a data subject (requires role admin)",
                 )?;
-                if reason.trim().is_empty() {
-                    return Err(bad_request(
-                        "an erasure needs a reason (--reason): it is part of the record auditors see"
-                            .to_string(),
-                    ));
-                }
-                let command = self.command(
+                require_reason(&reason, "an erasure")?;
+                self.write_one(
                     tenant_id,
                     client.0,
                     client.1,
                     &token.name,
                     &reason,
                     CommandBody::Erase { subject },
-                );
-                Ok(written_response(&self.write(vec![command]).await?))
+                )
+                .await
             }
             Request::TenantErase { tenant, reason } => {
                 require(
@@ -1007,21 +1016,16 @@ impl Node {
                     "erase a tenant (requires a node-admin token)",
                 )?;
                 let target = self.resolve_tenant(&catalog, &token, &tenant)?;
-                if reason.trim().is_empty() {
-                    return Err(bad_request(
-                        "erasing a tenant needs a reason (--reason): it is part of the record auditors see"
-                            .to_string(),
-                    ));
-                }
-                let command = self.command(
+                require_reason(&reason, "erasing a tenant")?;
+                self.write_one(
                     SYSTEM_TENANT,
                     client.0,
                     client.1,
                     &token.name,
                     &reason,
                     CommandBody::EraseTenant { target },
-                );
-                Ok(written_response(&self.write(vec![command]).await?))
+                )
+                .await
             }
             Request::KeyRotate { tenant, reason } => {
                 let tenant_id = self.resolve_tenant(&catalog, &token, &tenant)?;
@@ -1031,15 +1035,15 @@ impl Node {
                     Action::Ddl,
                     "rotate the tenant's data key (requires role admin)",
                 )?;
-                let command = self.command(
+                self.write_one(
                     tenant_id,
                     client.0,
                     client.1,
                     &token.name,
                     &reason,
                     CommandBody::RotateKey,
-                );
-                Ok(written_response(&self.write(vec![command]).await?))
+                )
+                .await
             }
             Request::ReadLog {
                 tenant,
@@ -1654,6 +1658,16 @@ fn authenticate(catalog: &Catalog, token: &str) -> Result<Token, WireError> {
         });
     }
     Ok(token)
+}
+
+/// Erasures must say why: the reason is part of the record auditors see.
+fn require_reason(reason: &str, what: &str) -> Result<(), WireError> {
+    if reason.trim().is_empty() {
+        return Err(bad_request(format!(
+            "{what} needs a reason (--reason): it is part of the record auditors see"
+        )));
+    }
+    Ok(())
 }
 
 fn require(token: &Token, tenant: TenantId, action: Action, what: &str) -> Result<(), WireError> {

@@ -50,6 +50,41 @@ fn log_lines(dir: &Path) -> Vec<String> {
     .collect()
 }
 
+/// `kimberlite append` of one event to `clinic` (about `subject`, if given).
+fn append(dir: &Path, stream: &str, kind: &str, subject: Option<&str>, payload: &str) {
+    let mut arguments = vec![
+        "append", "--tenant", "clinic", "--stream", stream, "--kind", kind,
+    ];
+    if let Some(subject) = subject {
+        arguments.extend(["--subject", subject]);
+    }
+    arguments.push(payload);
+    ok(dir, &arguments);
+}
+
+/// Deploys the account-balances sample as projection `balances` of `clinic`.
+fn deploy_balances(dir: &Path) {
+    let module = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/guests/wasm32-unknown-unknown/release/account_balances.wasm");
+    assert!(
+        module.exists(),
+        "{} is missing: build the samples first (`cargo xtask build-guests`)",
+        module.display()
+    );
+    ok(
+        dir,
+        &[
+            "projection",
+            "deploy",
+            "--tenant",
+            "clinic",
+            "--name",
+            "balances",
+            module.to_str().unwrap(),
+        ],
+    );
+}
+
 #[test]
 fn erasing_a_subject_shreds_its_data_everywhere_and_the_chain_still_verifies() {
     let dir = tempfile::tempdir().unwrap();
@@ -66,58 +101,18 @@ fn erasing_a_subject_shreds_its_data_everywhere_and_the_chain_still_verifies() {
         "INSERT INTO visits VALUES (1, 'p-ada', 'ada-secret-1'), (2, 'p-bob', 'bob-note'), (3, 'p-ada', 'ada-secret-2')",
     );
     sql(data, "UPDATE visits SET note = 'ada-secret-3' WHERE id = 1");
-    ok(
+    append(
         data,
-        &[
-            "append",
-            "--tenant",
-            "clinic",
-            "--stream",
-            "vitals",
-            "--kind",
-            "Measured",
-            "--subject",
-            "p-ada",
-            "{\"pulse\":\"ada-pulse-77\"}",
-        ],
+        "vitals",
+        "Measured",
+        Some("p-ada"),
+        "{\"pulse\":\"ada-pulse-77\"}",
     );
     // A view (the account-balances sample) over events that name subjects.
-    let module = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/guests/wasm32-unknown-unknown/release/account_balances.wasm");
-    assert!(
-        module.exists(),
-        "{} is missing: build the samples first (`cargo xtask build-guests`)",
-        module.display()
-    );
-    ok(
-        data,
-        &[
-            "projection",
-            "deploy",
-            "--tenant",
-            "clinic",
-            "--name",
-            "balances",
-            module.to_str().unwrap(),
-        ],
-    );
+    deploy_balances(data);
     for (subject, amount) in [("p-ada", 700), ("p-bob", 5), ("p-ada", 11)] {
         let payload = format!("{{\"account\":\"{subject}\",\"amount\":{amount}}}");
-        ok(
-            data,
-            &[
-                "append",
-                "--tenant",
-                "clinic",
-                "--stream",
-                "accounts",
-                "--kind",
-                "Deposited",
-                "--subject",
-                subject,
-                &payload,
-            ],
-        );
+        append(data, "accounts", "Deposited", Some(subject), &payload);
     }
     let balances = |data: &Path| {
         ok(
@@ -342,46 +337,21 @@ fn erasing_a_whole_tenant_shreds_every_key_and_refuses_the_tenant_after() {
         );
         ok(data, &["sql", "--tenant", tenant, &insert]);
     }
-    ok(
+    append(
         data,
-        &[
-            "append",
-            "--tenant",
-            "clinic",
-            "--stream",
-            "vitals",
-            "--kind",
-            "Measured",
-            "{\"note\":\"clinic-event-secret\"}",
-        ],
+        "vitals",
+        "Measured",
+        None,
+        "{\"note\":\"clinic-event-secret\"}",
     );
     // A view of the tenant, purged with it.
-    let module = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/guests/wasm32-unknown-unknown/release/account_balances.wasm");
-    ok(
+    deploy_balances(data);
+    append(
         data,
-        &[
-            "projection",
-            "deploy",
-            "--tenant",
-            "clinic",
-            "--name",
-            "balances",
-            module.to_str().unwrap(),
-        ],
-    );
-    ok(
-        data,
-        &[
-            "append",
-            "--tenant",
-            "clinic",
-            "--stream",
-            "accounts",
-            "--kind",
-            "Deposited",
-            "{\"account\":\"clinic-secret-account\",\"amount\":5}",
-        ],
+        "accounts",
+        "Deposited",
+        None,
+        "{\"account\":\"clinic-secret-account\",\"amount\":5}",
     );
     let view = ok(
         data,
