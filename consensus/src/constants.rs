@@ -76,6 +76,11 @@ pub const request_start_view_timeout_ticks: u64 = 20;
 pub const state_transfer_timeout_ticks: u64 = 20;
 /// No commit progress for this long while behind the primary's checkpoint starts a transfer.
 pub const state_transfer_stall_ticks: u64 = 100;
+/// Prepares (encoded bytes) a state transfer's source sends right after the last chunk: its log
+/// above the checkpoint, so the receiver goes on in order instead of waiting for repair. A
+/// quarter of a peer's send queue (`transport::peer_queue_bytes_max`), which drops its oldest
+/// frame when full: the chunk just queued must not be pushed out by what follows it.
+pub const state_transfer_suffix_bytes_max: usize = 4 * message_bytes_max;
 /// Resend a recovery request (disk lost) this often.
 pub const recovery_timeout_ticks: u64 = 20;
 

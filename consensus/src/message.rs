@@ -318,6 +318,9 @@ pub enum Message {
     RequestCheckpoint {
         replica: u8,
         offset: u64,
+        /// The requester's nonce: a primary follows the last chunk with its `StartView`
+        /// carrying it, which a replica recovering a lost disk accepts only with its own nonce.
+        nonce: u128,
     },
     CheckpointChunk {
         replica: u8,
@@ -347,7 +350,8 @@ pub enum Message {
 }
 
 const frame_magic: u32 = 0x4b56_5352; // "KVSR"
-const frame_version: u8 = 1;
+/// 2: `RequestCheckpoint` carries the requester's nonce.
+const frame_version: u8 = 2;
 
 impl Message {
     /// A short name for traces and logs.
@@ -554,10 +558,15 @@ impl Message {
                 writer.u128(*nonce);
                 writer.u64(*view);
             }
-            Message::RequestCheckpoint { replica, offset } => {
+            Message::RequestCheckpoint {
+                replica,
+                offset,
+                nonce,
+            } => {
                 writer.u8(15);
                 writer.u8(*replica);
                 writer.u64(*offset);
+                writer.u128(*nonce);
             }
             Message::CheckpointChunk {
                 replica,
@@ -769,6 +778,7 @@ impl Message {
             15 => Message::RequestCheckpoint {
                 replica: replica(&mut reader)?,
                 offset: reader.u64()?,
+                nonce: reader.u128()?,
             },
             16 => Message::CheckpointChunk {
                 replica: replica(&mut reader)?,
@@ -922,6 +932,7 @@ mod tests {
             Message::RequestCheckpoint {
                 replica: 1,
                 offset: 0,
+                nonce: 7,
             },
             Message::CheckpointChunk {
                 replica: 0,

@@ -34,8 +34,8 @@ use crate::constants::{
     ping_timeout_ticks, prepare_timeout_ticks, primary_abdicate_timeout_ticks,
     recovery_timeout_ticks, repair_timeout_ticks, replicas_max, request_queue_max,
     request_start_view_timeout_ticks, snapshot_bytes_max, start_view_change_message_timeout_ticks,
-    state_transfer_stall_ticks, state_transfer_timeout_ticks, view_change_jitter_ticks,
-    view_change_status_timeout_ticks,
+    state_transfer_stall_ticks, state_transfer_suffix_bytes_max, state_transfer_timeout_ticks,
+    view_change_jitter_ticks, view_change_status_timeout_ticks,
 };
 use crate::message::{Header, Message, Operation, Prepare, ViewChangeEntry};
 use crate::sessions::ClientSessions;
@@ -945,9 +945,11 @@ impl<S: Storage, M: StateMachine> Replica<S, M> {
                 }
             }
             Message::RecoveryResponse { .. } => {}
-            Message::RequestCheckpoint { replica, offset } => {
-                self.on_request_checkpoint(replica, offset)
-            }
+            Message::RequestCheckpoint {
+                replica,
+                offset,
+                nonce,
+            } => self.on_request_checkpoint(replica, offset, nonce),
             Message::CheckpointChunk {
                 replica,
                 checkpoint_op,
@@ -2796,6 +2798,7 @@ impl<S: Storage, M: StateMachine> Replica<S, M> {
                     Message::RequestCheckpoint {
                         replica: self.config.replica,
                         offset,
+                        nonce: self.nonce,
                     },
                 );
             }
@@ -2837,12 +2840,13 @@ impl<S: Storage, M: StateMachine> Replica<S, M> {
                 Message::RequestCheckpoint {
                     replica: self.config.replica,
                     offset: 0,
+                    nonce: self.nonce,
                 },
             );
         }
     }
 
-    fn on_request_checkpoint(&mut self, replica: u8, offset: u64) {
+    fn on_request_checkpoint(&mut self, replica: u8, offset: u64, nonce: u128) {
         if self.status == Status::Recovering
             || replica == self.config.replica
             || replica >= self.config.replica_count
@@ -2870,6 +2874,50 @@ impl<S: Storage, M: StateMachine> Replica<S, M> {
             bytes: bytes[offset as usize..end].to_vec(),
         };
         self.send(replica, chunk);
+        if end == bytes.len() {
+            if self.status == Status::Normal && self.is_primary() {
+                // The view's log, as a `RequestStartView` would get it, while our head is still
+                // within the receiver's journal once it holds this checkpoint. Asked for after
+                // the install, it arrives too late if the install took longer than we need to
+                // prepare `journal_slots` ops: a replica recovering a lost disk (which takes no
+                // prepare before a `StartView`) would refuse it as too far ahead and transfer
+                // again, forever.
+                let start_view = self.start_view_message(nonce);
+                self.send(replica, start_view);
+            }
+            self.send_log_above_checkpoint(replica);
+        }
+    }
+
+    /// After the last chunk of our checkpoint: the prepares of our log right above it, in order.
+    ///
+    /// Without them the receiver installs the checkpoint with a gap between it and the next
+    /// prepare it hears: the ops we had prepared above the checkpoint when we served it (up to a
+    /// checkpoint interval plus the pipeline), which it dropped while it was still behind. Until
+    /// repair fills that gap it cannot commit, so its journal window stays where the checkpoint
+    /// put it, and every prepare beyond `checkpoint + journal_slots` is dropped. A receiver that
+    /// spent longer installing the checkpoint than the primary needs to prepare `journal_slots`
+    /// ops (a node rebuilding its state from the checkpoint under full load) then finds its ops
+    /// gone from the primary's journal and transfers again, and again: it stays behind by the
+    /// ops of one transfer for as long as the load lasts. Sent right after the chunk on the same
+    /// ordered connection, these reach it before anything newer, so it commits them and the
+    /// prepares that queued up while it installed, in order, sliding its window as it goes. They
+    /// are ordinary prepares: it checks them as any other (view, hash chain from the checkpoint).
+    fn send_log_above_checkpoint(&mut self, replica: u8) {
+        let mut bytes_sent = 0;
+        for op in self.checkpoint.op + 1..=self.op {
+            let Some(header) = self.header_for_op(op) else {
+                break; // A gap: the receiver cannot chain anything above it.
+            };
+            let Some(prepare) = self.journal_read(&header) else {
+                break;
+            };
+            bytes_sent += prepare.to_bytes().len();
+            if bytes_sent > state_transfer_suffix_bytes_max {
+                break;
+            }
+            self.send(replica, Message::Prepare(prepare));
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -2929,6 +2977,7 @@ impl<S: Storage, M: StateMachine> Replica<S, M> {
                 Message::RequestCheckpoint {
                     replica: self.config.replica,
                     offset,
+                    nonce: self.nonce,
                 },
             );
             return;
