@@ -86,6 +86,11 @@ pub const recovery_timeout_ticks: u64 = 20;
 
 /// Send clock pings to every other replica this often.
 pub const ping_timeout_ticks: u64 = 40;
+/// Primary: a read barrier not confirmed by a quorum in this long is refused (the primary may
+/// be cut off from its view's quorum, or a view change is under way).
+pub const read_barrier_timeout_ticks: u64 = 50;
+/// Primary: read barriers waiting at once; more are refused as busy.
+pub const read_barriers_max: usize = 1_024;
 /// A clock synchronization window collects samples at least this long ...
 pub const clock_window_min_ticks: u64 = 100;
 /// ... and is abandoned if it has not reached agreement after this long.

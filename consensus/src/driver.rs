@@ -215,6 +215,8 @@ pub struct DriverStatus {
 enum Input {
     Message(Message, usize),
     Submit(Submission),
+    /// A read barrier: answered with the op a read must see applied.
+    ReadBarrier(oneshot::Sender<Result<u64, SubmitError>>),
     /// Wakes the thread to look at the stop flag.
     Wake,
 }
@@ -328,6 +330,8 @@ impl<M: StateMachine + Send + 'static> ReplicaDriver<M> {
             stop: stop.clone(),
             status: status_sender,
             pending: BTreeMap::new(),
+            reads: BTreeMap::new(),
+            read_next: 0,
             ticks: 0,
         };
         let thread = std::thread::Builder::new()
@@ -383,6 +387,37 @@ impl<M: StateMachine + Send + 'static> ReplicaDriver<M> {
         let mut status = self.status.clone();
         let replica = self.replica;
         async move {
+            let reached = status
+                .wait_for(|status| status.commit_min >= op || status.stopped)
+                .await
+                .map(|status| status.commit_min >= op);
+            match reached {
+                Ok(true) => Ok(()),
+                _ => Err(SubmitError::Stopped { replica }),
+            }
+        }
+    }
+
+    /// Resolves once a read on this replica may be answered: it is the primary, a quorum
+    /// confirmed so after this call (see `Replica::on_read_barrier`), and it has applied every
+    /// op that could have committed before this call. A read answered then is linearizable;
+    /// without it a primary cut off from its quorum would answer with stale state.
+    pub fn read_barrier(&self) -> impl Future<Output = Result<(), SubmitError>> + Send + use<M> {
+        let replica = self.replica;
+        let (reply, receiver) = oneshot::channel();
+        let refused = match self.inputs.try_send(Input::ReadBarrier(reply)) {
+            Ok(()) => None,
+            Err(TrySendError::Full(_)) => Some(SubmitError::Busy { replica }),
+            Err(TrySendError::Disconnected(_)) => Some(SubmitError::Stopped { replica }),
+        };
+        let mut status = self.status.clone();
+        async move {
+            if let Some(error) = refused {
+                return Err(error);
+            }
+            let op = receiver
+                .await
+                .unwrap_or(Err(SubmitError::Stopped { replica }))?;
             let reached = status
                 .wait_for(|status| status.commit_min >= op || status.stopped)
                 .await
@@ -519,6 +554,9 @@ struct Runner<M: StateMachine> {
     status: watch::Sender<DriverStatus>,
     /// One per client.
     pending: BTreeMap<u128, Pending>,
+    /// Read barriers waiting for the replica's answer, by id.
+    reads: BTreeMap<u64, oneshot::Sender<Result<u64, SubmitError>>>,
+    read_next: u64,
     ticks: u64,
 }
 
@@ -535,6 +573,13 @@ impl<M: StateMachine> Runner<M> {
                     self.execute(actions);
                 }
                 Ok(Input::Submit(submission)) => self.submit(submission),
+                Ok(Input::ReadBarrier(reply)) => {
+                    let id = self.read_next;
+                    self.read_next += 1;
+                    self.reads.insert(id, reply);
+                    let actions = self.replica.on_read_barrier(now(), id);
+                    self.execute(actions);
+                }
                 Ok(Input::Wake) | Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => unreachable!("the runner's own sender"),
             }
@@ -559,6 +604,9 @@ impl<M: StateMachine> Runner<M> {
         let replica = self.replica.replica();
         for (_, pending) in std::mem::take(&mut self.pending) {
             let _ = pending.reply.send(Err(SubmitError::Stopped { replica }));
+        }
+        for (_, reply) in std::mem::take(&mut self.reads) {
+            let _ = reply.send(Err(SubmitError::Stopped { replica }));
         }
         let (_storage, state_machine) = self.replica.into_parts();
         state_machine
@@ -654,6 +702,22 @@ impl<M: StateMachine> Runner<M> {
                 Action::SendToClient { client, message } => self.deliver(client, message),
                 // Published through the status (commit_min) after this batch.
                 Action::Committed { .. } => {}
+                Action::ReadConfirmed { id, op } => {
+                    if let Some(reply) = self.reads.remove(&id) {
+                        let _ = reply.send(Ok(op));
+                    }
+                }
+                Action::ReadRefused { id } => {
+                    if let Some(reply) = self.reads.remove(&id) {
+                        let view = self.replica.view();
+                        let _ = reply.send(Err(SubmitError::NotPrimary {
+                            replica: self.replica.replica(),
+                            view,
+                            status: self.replica.status(),
+                            primary: (view % self.replica_count as u64) as u8,
+                        }));
+                    }
+                }
             }
         }
     }

@@ -299,8 +299,12 @@ pub enum Message {
         normal: bool,
         ping_monotonic_ns: u64,
     },
+    /// Answers a `Ping`; also says which view (and status) we are in, so a primary can
+    /// confirm it still leads a quorum before it answers a read.
     Pong {
         replica: u8,
+        view: u64,
+        normal: bool,
         ping_monotonic_ns: u64,
         pong_realtime_ns: u64,
     },
@@ -535,11 +539,15 @@ impl Message {
             }
             Message::Pong {
                 replica,
+                view,
+                normal,
                 ping_monotonic_ns,
                 pong_realtime_ns,
             } => {
                 writer.u8(12);
                 writer.u8(*replica);
+                writer.u64(*view);
+                writer.bool(*normal);
                 writer.u64(*ping_monotonic_ns);
                 writer.u64(*pong_realtime_ns);
             }
@@ -763,6 +771,8 @@ impl Message {
             },
             12 => Message::Pong {
                 replica: replica(&mut reader)?,
+                view: reader.u64()?,
+                normal: reader.bool()?,
                 ping_monotonic_ns: reader.u64()?,
                 pong_realtime_ns: reader.u64()?,
             },
@@ -917,6 +927,8 @@ mod tests {
             },
             Message::Pong {
                 replica: 2,
+                view: 4,
+                normal: true,
                 ping_monotonic_ns: 10,
                 pong_realtime_ns: 20,
             },

@@ -32,10 +32,11 @@ use crate::constants::{
     self, checkpoint_chunk_bytes_max, commit_heartbeat_timeout_ticks,
     do_view_change_message_timeout_ticks, headers_per_message_max, normal_heartbeat_timeout_ticks,
     ping_timeout_ticks, prepare_timeout_ticks, primary_abdicate_timeout_ticks,
-    recovery_timeout_ticks, repair_timeout_ticks, replicas_max, request_queue_max,
-    request_start_view_timeout_ticks, snapshot_bytes_max, start_view_change_message_timeout_ticks,
-    state_transfer_stall_ticks, state_transfer_suffix_bytes_max, state_transfer_timeout_ticks,
-    view_change_jitter_ticks, view_change_status_timeout_ticks,
+    read_barrier_timeout_ticks, read_barriers_max, recovery_timeout_ticks, repair_timeout_ticks,
+    replicas_max, request_queue_max, request_start_view_timeout_ticks, snapshot_bytes_max,
+    start_view_change_message_timeout_ticks, state_transfer_stall_ticks,
+    state_transfer_suffix_bytes_max, state_transfer_timeout_ticks, view_change_jitter_ticks,
+    view_change_status_timeout_ticks,
 };
 use crate::message::{Header, Message, Operation, Prepare, ViewChangeEntry};
 use crate::sessions::ClientSessions;
@@ -54,6 +55,9 @@ pub enum KnownBug {
     /// A backup acknowledges a prepare before it is durable: the write sits in a write-back
     /// cache for [`bug_write_back_ticks`] and is lost if the replica crashes meanwhile.
     PrepareOkBeforeWrite,
+    /// A primary confirms a read barrier at once, on its own belief that it leads, without
+    /// a quorum vouching for its view (a cut-off old primary then serves stale reads).
+    ReadWithoutQuorum,
 }
 
 /// [`KnownBug::PrepareOkBeforeWrite`]: how long an acknowledged prepare stays unwritten.
@@ -62,9 +66,10 @@ pub const bug_write_back_ticks: u64 = 100;
 
 #[cfg(feature = "vopr-bugs")]
 impl KnownBug {
-    pub const all: [KnownBug; 2] = [
+    pub const all: [KnownBug; 3] = [
         KnownBug::CommitWithoutQuorum,
         KnownBug::PrepareOkBeforeWrite,
+        KnownBug::ReadWithoutQuorum,
     ];
 
     /// The name on the `vopr` command line (`--bug NAME`).
@@ -72,6 +77,7 @@ impl KnownBug {
         match self {
             KnownBug::CommitWithoutQuorum => "commit-without-quorum",
             KnownBug::PrepareOkBeforeWrite => "prepare-ok-before-write",
+            KnownBug::ReadWithoutQuorum => "read-without-quorum",
         }
     }
 
@@ -221,6 +227,30 @@ pub enum Action {
     Committed {
         header: Header,
     },
+    /// Read barrier `id` (see `Replica::on_read_barrier`): a quorum confirmed, after the
+    /// barrier began, that we still lead our view. A read that sees every op up to `op`
+    /// applied is linearizable at the barrier's start.
+    ReadConfirmed {
+        id: u64,
+        op: u64,
+    },
+    /// Read barrier `id` could not be confirmed: we are not (or no longer) the primary of a
+    /// view a quorum is in, or too many barriers wait. The read must not be answered here.
+    ReadRefused {
+        id: u64,
+    },
+}
+
+/// A read waiting for a quorum to confirm that we still lead our view.
+#[derive(Debug, Clone, Copy)]
+struct ReadBarrier {
+    id: u64,
+    view: u64,
+    /// Our monotonic clock when it began: only pongs to pings sent at or after it count.
+    started_ns: u64,
+    /// Our head op when it began: every op committed before then is at or below it.
+    op: u64,
+    deadline_tick: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -343,6 +373,13 @@ pub struct Replica<S: Storage, M: StateMachine> {
     repair_target: u8,
     /// Primary: when each replica last told us it is in our view, in normal status.
     follower_seen_tick: [u64; replicas_max],
+    /// Primary: per replica, the latest of our pings it answered while in our view, in
+    /// normal status, as (view, our monotonic ns when we sent the ping).
+    pong_in_view: [(u64, u64); replicas_max],
+    read_barriers: Vec<ReadBarrier>,
+    /// The monotonic instant of our last read-barrier ping (one ping serves every barrier
+    /// that began at that instant).
+    read_ping_ns: Option<u64>,
     primary_checkpoint_op: u64,
     primary_op: u64,
     commit_progress_tick: u64,
@@ -547,6 +584,9 @@ impl<S: Storage, M: StateMachine> Replica<S, M> {
             view_ahead_tick: None,
             repair_target: config.replica,
             follower_seen_tick: [0; replicas_max],
+            pong_in_view: [(0, 0); replicas_max],
+            read_barriers: Vec::new(),
+            read_ping_ns: None,
             primary_checkpoint_op: 0,
             primary_op: 0,
             commit_progress_tick: 0,
@@ -806,8 +846,86 @@ impl<S: Storage, M: StateMachine> Replica<S, M> {
         self.bug_write_back_flush();
         self.clock.tick(now);
         self.tick_timeouts();
+        self.confirm_reads();
         self.invariants();
         std::mem::take(&mut self.outbox)
+    }
+
+    /// Begins read barrier `id`: answered with `Action::ReadConfirmed` once a quorum that
+    /// intersects every view-change quorum has told us, in answer to a ping sent now or
+    /// later, that it is in our view in normal status — so no later view had started when the
+    /// barrier began, and every op committed by then is in our log — or with
+    /// `Action::ReadRefused` if that does not happen within `read_barrier_timeout_ticks`, our
+    /// view changes, or we are not the primary. A primary cut off from its quorum keeps
+    /// believing it leads until it abdicates; without a barrier it would answer reads with
+    /// state that misses writes a new primary acknowledged.
+    pub fn on_read_barrier(&mut self, now: Instant, id: u64) -> Vec<Action> {
+        self.now = now;
+        let leading = self.status == Status::Normal && self.is_primary();
+        if !leading || self.read_barriers.len() >= read_barriers_max {
+            self.outbox.push(Action::ReadRefused { id });
+        } else {
+            self.read_barriers.push(ReadBarrier {
+                id,
+                view: self.view,
+                started_ns: now.monotonic_ns,
+                op: self.op,
+                deadline_tick: self.ticks + read_barrier_timeout_ticks,
+            });
+            if self.read_ping_ns != Some(now.monotonic_ns) && self.config.replica_count > 1 {
+                self.read_ping_ns = Some(now.monotonic_ns);
+                let ping = Message::Ping {
+                    replica: self.config.replica,
+                    view: self.view,
+                    normal: true,
+                    ping_monotonic_ns: now.monotonic_ns,
+                };
+                self.broadcast(&ping);
+            }
+            self.confirm_reads();
+        }
+        self.invariants();
+        std::mem::take(&mut self.outbox)
+    }
+
+    /// Answers every read barrier that is confirmed, expired, or of a view we left.
+    fn confirm_reads(&mut self) {
+        if self.read_barriers.is_empty() {
+            return;
+        }
+        // Replicas (us included) that must vouch for our view: enough to meet every quorum
+        // that could have started a later one.
+        #[allow(unused_mut)]
+        let mut vouchers_needed = self.config.replica_count as usize - self.quorum_view_change + 1;
+        #[cfg(feature = "vopr-bugs")]
+        if self.config.known_bug == Some(KnownBug::ReadWithoutQuorum) {
+            vouchers_needed = 1; // The bug: our own belief is deemed enough.
+        }
+        let leading = self.status == Status::Normal && self.is_primary();
+        let mut answers = Vec::new();
+        self.read_barriers.retain(|barrier| {
+            if !leading || barrier.view != self.view || self.ticks >= barrier.deadline_tick {
+                answers.push(Action::ReadRefused { id: barrier.id });
+                return false;
+            }
+            let vouchers = 1
+                + (0..self.config.replica_count)
+                    .filter(|&replica| replica != self.config.replica)
+                    .filter(|&replica| {
+                        let (view, ping_ns) = self.pong_in_view[replica as usize];
+                        view == barrier.view && ping_ns >= barrier.started_ns
+                    })
+                    .count();
+            if vouchers >= vouchers_needed {
+                answers.push(Action::ReadConfirmed {
+                    id: barrier.id,
+                    op: barrier.op,
+                });
+                return false;
+            }
+            true
+        });
+        self.outbox.extend(answers);
     }
 
     pub fn on_message(&mut self, now: Instant, message: Message) -> Vec<Action> {
@@ -917,6 +1035,8 @@ impl<S: Storage, M: StateMachine> Replica<S, M> {
                     }
                     let pong = Message::Pong {
                         replica: self.config.replica,
+                        view: self.view,
+                        normal: self.status == Status::Normal,
                         ping_monotonic_ns,
                         pong_realtime_ns: self.now.realtime_ns,
                     };
@@ -925,11 +1045,24 @@ impl<S: Storage, M: StateMachine> Replica<S, M> {
             }
             Message::Pong {
                 replica,
+                view,
+                normal,
                 ping_monotonic_ns,
                 pong_realtime_ns,
             } => {
                 self.clock
                     .learn(replica, ping_monotonic_ns, pong_realtime_ns, self.now);
+                if view == self.view
+                    && normal
+                    && replica != self.config.replica
+                    && replica < self.config.replica_count
+                {
+                    let seen = &mut self.pong_in_view[replica as usize];
+                    if seen.0 != view || seen.1 < ping_monotonic_ns {
+                        *seen = (view, ping_monotonic_ns);
+                    }
+                    self.confirm_reads();
+                }
             }
             Message::RecoveryRequest { replica, nonce } => {
                 if self.status == Status::Normal

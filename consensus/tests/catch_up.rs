@@ -130,7 +130,9 @@ impl Run {
                 Action::SendToClient { client, message } => {
                     self.queue.push_back((To::Client(client), message));
                 }
-                Action::Committed { .. } => {}
+                Action::Committed { .. }
+                | Action::ReadConfirmed { .. }
+                | Action::ReadRefused { .. } => {}
             }
         }
     }

@@ -22,8 +22,9 @@ fn run(seed: u64, bug: Option<KnownBug>) -> Outcome {
 
 /// The safety checkers, by the word that starts (or is in) their failure messages. A liveness
 /// failure or a replica's own assertion would not show that the checkers see the bug.
-const safety_checkers: [&str; 6] = [
+const safety_checkers: [&str; 7] = [
     "agreement",
+    "stale read",
     "durability",
     "linearizability",
     "chain",
@@ -74,4 +75,9 @@ fn commit_without_quorum_is_caught() {
 #[test]
 fn prepare_ok_before_write_is_caught() {
     check_caught(KnownBug::PrepareOkBeforeWrite);
+}
+
+#[test]
+fn read_without_quorum_is_caught() {
+    check_caught(KnownBug::ReadWithoutQuorum);
 }

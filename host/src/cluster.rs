@@ -18,7 +18,9 @@
 //! # Writes and exactly-once
 //!
 //! Only the primary answers clients ([`ErrorCode::NotPrimary`] elsewhere; the Rust client
-//! moves on to the next replica). A write becomes one VSR request of the client's own session
+//! moves on to the next replica), and it answers a read only after a read barrier
+//! (`ReplicaDriver::read_barrier`: a quorum vouched for its view, and it applied every op
+//! that could have committed before the read arrived). A write becomes one VSR request of the client's own session
 //! (client id = the session): VSR numbers a session's requests 1, 2, … with one in flight and
 //! caches the last reply, while the client numbers every request it sends, reads included. So
 //! the primary keeps, per client, the next VSR number, serializes the client's writes, and puts
@@ -83,6 +85,9 @@ pub const SESSIONS_CACHED_MAX: usize = 16_384;
 const WRITE_ATTEMPTS_MAX: usize = 8;
 /// Pause before resubmitting when a client's earlier submission still occupies its session.
 const CLIENT_BUSY_RETRY_MS: u64 = 50;
+/// How long a read waits for its barrier: the replica's own barrier timeout (500 ms) plus
+/// applying the ops in flight when it began.
+const READ_BARRIER_WAIT_MS: u64 = 2_000;
 /// Bytes of record frames per fetch answer: well under the protocol's frame bound.
 pub const FETCH_BYTES_MAX: usize = 4 << 20;
 /// A fetch of missing records keeps trying peers for this long before the replica gives up.
@@ -560,6 +565,30 @@ impl ReplicatedWrites for ReplicaWrites {
             Some(status) if status.accepting_requests => Ok(()),
             _ => Err(not_primary(self.primary_hint())),
         }
+    }
+
+    fn confirm_read(
+        self: Arc<Self>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), WireError>> + Send>> {
+        let barrier = self
+            .driver
+            .read()
+            .expect("driver lock")
+            .as_ref()
+            .map(ReplicaDriver::read_barrier);
+        Box::pin(async move {
+            let Some(barrier) = barrier else {
+                return Err(not_primary(self.primary_hint()));
+            };
+            match tokio::time::timeout(Duration::from_millis(READ_BARRIER_WAIT_MS), barrier).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(error)) => Err(self.submit_error(error)),
+                Err(_) => Err(not_primary(format!(
+                    "this replica could not confirm within {READ_BARRIER_WAIT_MS} ms that it still leads its view and has applied every committed write; {}",
+                    self.primary_hint()
+                ))),
+            }
+        })
     }
 
     fn status(&self) -> Result<kimberlite_client::ReplicaStatus, WireError> {

@@ -174,6 +174,11 @@ pub(crate) trait ReplicatedWrites: Send + Sync {
     /// `Ok` while this replica is the primary in normal status; else the error that sends a
     /// client to the primary.
     fn serving(&self) -> Result<(), WireError>;
+    /// Resolves once a read may be answered here: a quorum confirmed this replica still
+    /// leads its view, and it applied every op that could have committed before the call.
+    fn confirm_read(
+        self: Arc<Self>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), WireError>> + Send>>;
     /// Whether `token` is the cluster's peer token (replicas fetching records for a state
     /// transfer).
     fn is_peer(&self, token: &str) -> bool;
@@ -525,6 +530,16 @@ impl Node {
         }
     }
 
+    /// Before a read on a replica: a read barrier, so a primary cut off from its quorum (it
+    /// still believes it leads until it abdicates) answers no read with state that misses
+    /// writes a new primary acknowledged. A single node has nothing to confirm.
+    async fn confirm_read(&self) -> Result<(), WireError> {
+        match &self.replicated {
+            Some(replicated) => replicated.clone().confirm_read().await,
+            None => Ok(()),
+        }
+    }
+
     /// One command (see `command`), written, answered as a write.
     async fn write_one(
         &self,
@@ -648,6 +663,7 @@ impl Node {
                 frame.request.name()
             ))),
             Request::TenantList => {
+                self.confirm_read().await?;
                 let system = self.reader(SYSTEM_TENANT)?;
                 let readers = self.shared.readers.read().expect("readers lock").clone();
                 let visible: Vec<(TenantId, String, Position, Option<Position>)> = catalog
@@ -766,6 +782,7 @@ impl Node {
                             }
                             (after, _) => after,
                         };
+                        self.confirm_read().await?;
                         if let Some(after) = after {
                             self.wait_for_views(tenant_id, after).await?;
                         }
@@ -1050,6 +1067,7 @@ impl Node {
                 from,
                 limit,
             } => {
+                self.confirm_read().await?;
                 let tenant_id = self.resolve_tenant(&catalog, &token, &tenant)?;
                 require(&token, tenant_id, Action::Audit, "read the log")?;
                 let limit = limit.min(kimberlite_client::protocol::READ_LOG_RECORDS_MAX) as usize;
@@ -1074,6 +1092,7 @@ impl Node {
                 position,
                 trusted_size,
             } => {
+                self.confirm_read().await?;
                 let tenant_id = if tenant == kimberlite_client::SYSTEM_PARTITION_NAME {
                     require(
                         &token,

@@ -859,6 +859,34 @@ fn a_cut_off_primary_is_replaced_and_its_minority_acknowledges_no_write() {
         );
     }
 
+    // (b') Nor does it answer a read: it still believes it leads, but no quorum vouches for
+    // its view, so it cannot know that it has every acknowledged write (it has not: the
+    // majority acknowledged WRITES_DURING_CUT more).
+    let minority_read = cluster
+        .cli(
+            Host::Replica(old_primary),
+            &minority_config,
+            &[
+                "sql",
+                "--tenant",
+                TENANT,
+                "--format",
+                "csv",
+                "SELECT count(*) FROM visits",
+            ],
+        )
+        .finish(MINORITY_WRITE_WAIT_MAX);
+    if minority_read.succeeded() {
+        cluster.fail(&format!(
+            "the cut-off replica {old_primary} answered a read with state missing acknowledged writes: {}",
+            minority_read.describe()
+        ));
+    }
+    eprintln!(
+        "partition: minority read refused: {}",
+        minority_read.describe()
+    );
+
     // (c) Heal: the old primary rejoins and every replica agrees.
     cluster.network.heal(Host::Replica(old_primary));
     let healed_at = Instant::now();

@@ -217,7 +217,7 @@ fn main() -> ExitCode {
         }
     }
     println!(
-        "injected: {} crashes ({} torn mid-write), {} disks lost, {} corruptions, {} partitions, {} clock jumps; exercised: {} view changes, {} state transfers, {} evictions",
+        "injected: {} crashes ({} torn mid-write), {} disks lost, {} corruptions, {} partitions, {} clock jumps; exercised: {} view changes, {} state transfers, {} evictions, {} reads confirmed",
         stats.crashes,
         stats.crashes_torn,
         stats.disk_losses,
@@ -226,7 +226,8 @@ fn main() -> ExitCode {
         stats.clock_jumps,
         stats.view_changes,
         stats.state_transfers,
-        stats.evictions
+        stats.evictions,
+        stats.reads_confirmed
     );
     println!(
         "{count} seeds from {first}{bug_flag}, {failed} failed, {nondeterministic} did not replay, {:.1?}",

@@ -53,6 +53,8 @@ const realtime_epoch_ns: u64 = 1_700_000_000_000_000_000;
 const clock_offset_healthy_max_ns: u64 = 20_000_000;
 const clock_drift_max_ppm: u64 = 200;
 const clock_jump_max_ns: u64 = 600_000_000_000;
+/// A replica's tick begins a read barrier with this chance (1 in N).
+const read_barrier_one_in_ticks: u64 = 16;
 
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -171,6 +173,9 @@ struct Cluster {
     timestamps_checked: HashSet<u128>,
     timestamp_bound_ns: u64,
     op_acked_max: u64,
+    /// Read barriers in flight: id → (replica, `op_acked_max` when it began).
+    read_barriers: BTreeMap<u64, (u8, u64)>,
+    read_barrier_next: u64,
     replies: u64,
     value_next: u64,
     failure: Option<String>,
@@ -194,6 +199,8 @@ pub struct Stats {
     pub view_changes: u64,
     pub state_transfers: u64,
     pub evictions: u64,
+    /// Read barriers confirmed (each checked against every op acknowledged before it began).
+    pub reads_confirmed: u64,
 }
 
 impl Stats {
@@ -207,6 +214,7 @@ impl Stats {
         self.view_changes += other.view_changes;
         self.state_transfers += other.state_transfers;
         self.evictions += other.evictions;
+        self.reads_confirmed += other.reads_confirmed;
     }
 }
 
@@ -325,6 +333,8 @@ impl Cluster {
             timestamps_checked: HashSet::new(),
             timestamp_bound_ns,
             op_acked_max: 0,
+            read_barriers: BTreeMap::new(),
+            read_barrier_next: 0,
             replies: 0,
             value_next: 1,
             failure: None,
@@ -462,6 +472,8 @@ impl Cluster {
             println!("tick {} replica {index}: crash", self.tick);
         }
         self.stats.crashes += 1;
+        self.read_barriers
+            .retain(|_, (replica, _)| *replica != index);
         let sim = &mut self.replicas[index as usize];
         sim.last_logged = None;
         let replica = sim.replica.take().expect("crash an up replica");
@@ -490,12 +502,13 @@ impl Cluster {
 
     /// Run one replica step (message or tick), with a possible crash inside it.
     fn step(&mut self, index: u8, message: Option<Message>) {
+        let message_was_tick = message.is_none();
         let now = self.instant(index);
         let sim = &mut self.replicas[index as usize];
         let Some(replica) = sim.replica.as_mut() else {
             return;
         };
-        let actions = match message {
+        let mut actions = match message {
             Some(message) => replica.on_message(now, message),
             None => replica.on_tick(now),
         };
@@ -507,6 +520,18 @@ impl Cluster {
             let down = self.prng.range(1, self.swarm.down_ticks_max);
             self.replicas[index as usize].down_until = self.tick + down;
             return;
+        }
+        // Now and then a read: on a primary it must not be confirmed below any op
+        // acknowledged before it began (checked in `observe`).
+        if message_was_tick && self.prng.below(read_barrier_one_in_ticks) == 0 {
+            let id = self.read_barrier_next;
+            self.read_barrier_next += 1;
+            self.read_barriers.insert(id, (index, self.op_acked_max));
+            let replica = self.replicas[index as usize]
+                .replica
+                .as_mut()
+                .expect("stepped above");
+            actions.extend(replica.on_read_barrier(now, id));
         }
         self.observe(index, actions);
     }
@@ -546,6 +571,19 @@ impl Cluster {
                             self.tick,
                         );
                     }
+                }
+                Action::ReadConfirmed { id, op } => {
+                    if let Some((_, acknowledged)) = self.read_barriers.remove(&id) {
+                        self.stats.reads_confirmed += 1;
+                        if op < acknowledged {
+                            self.fail(format!(
+                                "stale read: replica {index} confirmed read barrier {id} at op {op}, below op {acknowledged} acknowledged to a client before it began"
+                            ));
+                        }
+                    }
+                }
+                Action::ReadRefused { id } => {
+                    self.read_barriers.remove(&id);
                 }
                 Action::Committed { header } => {
                     if self.log_every_ticks > 0 {
