@@ -63,6 +63,7 @@ const LISTENING: &str = "Kimberlite listening on";
 const TENANT: &str = "bench";
 /// Statement of the INSERT workloads: one row about `EVENT_BYTES` wide, as parameters.
 const INSERT: &str = "INSERT INTO events (id, body) VALUES ($1, $2)";
+const LOOKUP: &str = "SELECT body FROM events WHERE id = $1";
 
 /// The two systems, in the order of their columns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,13 +116,16 @@ enum Workload {
     InsertOneClient,
     InsertManyClients,
     AppendBatched,
+    /// Point lookups of rows written before: on a cluster each pays the read barrier.
+    LookupOneClient,
 }
 
 impl Workload {
-    const ALL: [Workload; 3] = [
+    const ALL: [Workload; 4] = [
         Workload::InsertOneClient,
         Workload::InsertManyClients,
         Workload::AppendBatched,
+        Workload::LookupOneClient,
     ];
 
     fn key(self) -> String {
@@ -129,6 +133,7 @@ impl Workload {
             Workload::InsertOneClient => "insert_1_client".into(),
             Workload::InsertManyClients => format!("insert_{CLIENTS_CONCURRENT}_clients"),
             Workload::AppendBatched => format!("append_{REQUEST_EVENTS}_events_1_client"),
+            Workload::LookupOneClient => "lookup_1_client".into(),
         }
     }
 
@@ -137,6 +142,7 @@ impl Workload {
             Workload::InsertOneClient => "INSERT 1 row, 1 client".into(),
             Workload::InsertManyClients => format!("INSERT 1 row, {CLIENTS_CONCURRENT} clients"),
             Workload::AppendBatched => format!("append {REQUEST_EVENTS} events, 1 client"),
+            Workload::LookupOneClient => "SELECT 1 row by key, 1 client".into(),
         }
     }
 }
@@ -241,7 +247,7 @@ fn report(
     );
     println!(
         "  {:<30} {:<12} {:>10} {:>9} {:>9} {:>12}",
-        "workload", "system", "writes/s", "p50 us", "p99 us", "CPU us/req"
+        "workload", "system", "ops/s", "p50 us", "p99 us", "CPU us/req"
     );
     let mut ratios = serde_json::Map::new();
     let mut figures = serde_json::Map::new();
@@ -285,7 +291,8 @@ fn report(
     }
     figures.insert("view_changes".into(), view_changes.into());
     println!(
-        "  writes/s = rows or events committed per second; latency per request (a batched \
+        "  ops/s = rows or events committed (rows read, for SELECT) per second; a cluster's \
+         SELECT waits for a read barrier first; latency per request (a batched \
          request carries {REQUEST_EVENTS} events); CPU us/req = CPU time of the system's server \
          processes (all replicas) per request; 1/3 latency below 1 = the cluster is slower; \
          view changes during the run: {view_changes}"
@@ -432,6 +439,10 @@ impl System {
             Workload::AppendBatched => {
                 return append_batched(&self.clients[0], slice).await;
             }
+            Workload::LookupOneClient => {
+                let written = self.next_id.load(Ordering::Relaxed);
+                return lookups(&self.clients[0], written, slice).await;
+            }
         };
         let start = Instant::now();
         let mut tasks = Vec::new();
@@ -522,6 +533,33 @@ async fn insert(client: &Client, next_id: &AtomicI64, body: &str) -> anyhow::Res
         SqlOutcome::Written(outcome) if outcome.rows_affected == 1 => Ok(()),
         other => bail!("inserting row {id} answered {other:?}"),
     }
+}
+
+/// One client looking rows up by key (ids below `written`, spread by a fixed stride) for
+/// about `slice`; each answer must be the one row.
+async fn lookups(client: &Client, written: i64, slice: Duration) -> anyhow::Result<Slice> {
+    /// Coprime with any table size here: successive lookups land on unrelated rows.
+    const LOOKUP_STRIDE: i64 = 7_919;
+    let mut latencies = Latencies::default();
+    let start = Instant::now();
+    let mut id = 0;
+    while start.elapsed() < slice {
+        id = (id + LOOKUP_STRIDE) % written.max(1);
+        let sent = Instant::now();
+        let outcome = client
+            .sql(TENANT, LOOKUP, &[WireValue::Integer(id)], "")
+            .await?;
+        latencies.record(sent.elapsed());
+        match outcome {
+            SqlOutcome::Rows(rows) if rows.rows.len() == 1 => {}
+            other => bail!("looking up row {id} answered {other:?}"),
+        }
+    }
+    Ok(Slice {
+        events: latencies.len(),
+        elapsed: start.elapsed(),
+        latencies,
+    })
 }
 
 /// One client appending `REQUEST_EVENTS` events per request for about `slice`.
