@@ -2132,6 +2132,7 @@ fn restart_views(
     tenant: TenantId,
     write: &mut kimberlite_projections::ViewWrite<'_>,
 ) -> Result<(), kimberlite_kernel::StoreError> {
+    write.reset_views(tenant)?;
     let Some(state) = catalog.tenant(tenant) else {
         return Ok(());
     };
@@ -2157,6 +2158,7 @@ fn purge_views(
     tenant: TenantId,
     write: &mut kimberlite_projections::ViewWrite<'_>,
 ) -> Result<(), kimberlite_kernel::StoreError> {
+    write.reset_views(tenant)?;
     let Some(state) = catalog.tenant(tenant) else {
         return Ok(());
     };

@@ -147,10 +147,11 @@ pub enum RunnerError {
     /// The view store failed while the guest read it: not the projection's fault.
     #[error("the view store failed while the projection read it: {0}")]
     View(String),
-    /// Another step of the same version committed while this one ran. The host runs one
-    /// runner per version; this is what two would run into instead of corrupting it.
+    /// Another step of the same version committed while this one ran (the host runs one
+    /// runner per version; this is what two would run into instead of corrupting it), or
+    /// an erasure reset the tenant's views meanwhile (the step may hold erased data).
     #[error(
-        "the progress of projection version {version} of tenant {tenant} changed during the step: two runners are stepping it"
+        "the progress of projection version {version} of tenant {tenant} changed during the step (another runner, or an erasure reset the views): nothing was written"
     )]
     Concurrent { tenant: TenantId, version: u64 },
 }
@@ -172,17 +173,32 @@ pub fn step(
     store: &ViewStore,
     durable: bool,
 ) -> Result<StepOutcome, RunnerError> {
+    let computed = compute(module, tenant, version, tables, log, end, store)?;
+    commit(computed, tenant, version, tables, store, durable)
+}
+
+/// Reads the next batch and applies it in the module: the step up to its commit.
+fn compute(
+    module: &ProjectionModule,
+    tenant: TenantId,
+    version: u64,
+    tables: &ViewTables,
+    log: &LogReader,
+    end: Position,
+    store: &ViewStore,
+) -> Result<Computed, RunnerError> {
     assert_tables_match(module, tables);
     let read = store.read()?;
     let stored = read.progress(tenant, version)?;
+    let resets = read.view_resets(tenant)?;
     let start = stored.clone().unwrap_or(ProjectionProgress::GENESIS);
     if let Some(fault) = start.fault {
-        return Ok(StepOutcome {
+        return Ok(Computed::Nothing(StepOutcome {
             applied_end: start.applied_end,
             events: 0,
             caught_up: false,
             fault: Some(fault),
-        });
+        }));
     }
 
     let batch = read_batch(
@@ -192,12 +208,12 @@ pub fn step(
         module.limits().batch_events_max,
     )?;
     if batch.end == start.applied_end {
-        return Ok(StepOutcome {
+        return Ok(Computed::Nothing(StepOutcome {
             applied_end: start.applied_end,
             events: 0,
             caught_up: start.applied_end >= end,
             fault: None,
-        });
+        }));
     }
     let (applied, fault, applied_end) = if batch.events.is_empty() {
         (Vec::new(), None, batch.end)
@@ -231,22 +247,63 @@ pub fn step(
         fault: fault.clone(),
     };
 
+    Ok(Computed::Changes(Box::new(Changes {
+        stored,
+        resets,
+        applied,
+        progress,
+        outcome: StepOutcome {
+            applied_end,
+            events,
+            caught_up: fault.is_none() && applied_end >= end,
+            fault,
+        },
+    })))
+}
+
+/// What a step computed, before it is committed.
+enum Computed {
+    /// Nothing to write (faulted before, or nothing new below `end`).
+    Nothing(StepOutcome),
+    Changes(Box<Changes>),
+}
+
+struct Changes {
+    /// The progress and reset count the step began from: the commit's compare-and-set.
+    stored: Option<ProjectionProgress>,
+    resets: u64,
+    applied: Vec<EventChanges>,
+    progress: ProjectionProgress,
+    outcome: StepOutcome,
+}
+
+/// Commits what a step computed, unless the version's progress or the tenant's views (an
+/// erasure resets them) changed since it began.
+fn commit(
+    computed: Computed,
+    tenant: TenantId,
+    version: u64,
+    tables: &ViewTables,
+    store: &ViewStore,
+    durable: bool,
+) -> Result<StepOutcome, RunnerError> {
+    let changes = match computed {
+        Computed::Nothing(outcome) => return Ok(outcome),
+        Computed::Changes(changes) => changes,
+    };
     let mut write = store.begin()?;
-    if write.progress(tenant, version)? != stored {
+    if write.progress(tenant, version)? != changes.stored
+        || write.view_resets(tenant)? != changes.resets
+    {
         return Err(RunnerError::Concurrent { tenant, version });
     }
     let mut scratch = Scratch::default();
-    for event in &applied {
+    for event in &changes.applied {
         write_event(&mut write, tenant, tables, event, &mut scratch)?;
     }
-    write.set_progress(tenant, version, &progress)?;
+    write.set_progress(tenant, version, &changes.progress)?;
     write.commit(durable)?;
-    Ok(StepOutcome {
-        applied_end,
-        events,
-        caught_up: fault.is_none() && applied_end >= end,
-        fault,
-    })
+    Ok(changes.outcome)
 }
 
 /// `tables` holds the module's described tables, no more and no fewer: the caller builds
@@ -737,6 +794,52 @@ mod tests {
             }]
         );
         assert_eq!(progress(&store), stored);
+    }
+
+    /// An erasure resets the tenant's views (rows purged, progress back to genesis) while a
+    /// step is between its read and its commit: the step must not write what it computed
+    /// (it may hold the erased events), even though the progress it began from (genesis)
+    /// is the progress it finds again.
+    #[test]
+    fn a_step_computed_before_a_reset_of_the_views_commits_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = write_log(dir.path(), account_records(100));
+        let reader = log.reader();
+        let module = module("account_balances");
+        let tables = tables_of(&module);
+        let store = ViewStore::open(&dir.path().join("views.redb")).unwrap();
+        // Restarted before (an earlier erasure): the step begins from a stored genesis, the
+        // very progress the reset below writes again.
+        let restart = |store: &ViewStore| {
+            let mut write = store.begin().unwrap();
+            write.reset_views(TENANT).unwrap();
+            write
+                .set_progress(TENANT, VERSION, &ProjectionProgress::GENESIS)
+                .unwrap();
+            write.commit(true).unwrap();
+        };
+        restart(&store);
+
+        let computed = compute(
+            &module,
+            TENANT,
+            VERSION,
+            &tables,
+            &reader,
+            reader.end(),
+            &store,
+        )
+        .unwrap();
+        restart(&store);
+        let error = commit(computed, TENANT, VERSION, &tables, &store, true).unwrap_err();
+        assert!(matches!(error, RunnerError::Concurrent { .. }), "{error}");
+        assert!(store_rows(&store, &module, "balances", None).is_empty());
+        assert_eq!(progress(&store), ProjectionProgress::GENESIS);
+
+        // The next step starts over from the reset views.
+        let outcomes = run_steps(&module, &reader, reader.end(), &store, |_| false);
+        assert_eq!(outcomes.last().unwrap().applied_end, reader.end());
+        assert!(!store_rows(&store, &module, "balances", None).is_empty());
     }
 
     #[test]

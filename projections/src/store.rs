@@ -49,6 +49,9 @@ const HISTORY: TableDefinition<'static, &[u8], &[u8]> = TableDefinition::new("hi
 const APPLIED: TableDefinition<'static, u64, u64> = TableDefinition::new("applied");
 const META: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("meta");
 const PROGRESS: TableDefinition<'static, &[u8], &[u8]> = TableDefinition::new("progress");
+/// Per tenant: how many times its views were reset (an erasure). A runner step computed
+/// before a reset must not commit after it, even when the progress it read looks the same.
+const RESETS: TableDefinition<'static, u64, u64> = TableDefinition::new("view_resets");
 
 const META_FORMAT: &str = "format";
 const META_KERNEL_SNAPSHOT: &str = "kernel_snapshot";
@@ -311,6 +314,7 @@ impl ViewStore {
             txn.open_table(HISTORY).map_err(backend)?;
             txn.open_table(APPLIED).map_err(backend)?;
             txn.open_table(PROGRESS).map_err(backend)?;
+            txn.open_table(RESETS).map_err(backend)?;
         }
         txn.commit().map_err(backend)?;
         Ok(ViewStore {
@@ -374,11 +378,13 @@ impl ViewStore {
             })
             .collect::<Result<BTreeMap<TenantId, Position>, StoreError>>()?;
         let progress = txn.open_table(PROGRESS).map_err(backend)?;
+        let resets = txn.open_table(RESETS).map_err(backend)?;
         Ok(ViewRead {
             current,
             history,
             applied,
             progress,
+            resets,
         })
     }
 
@@ -463,6 +469,26 @@ impl ViewWrite<'_> {
         table
             .insert(progress_key(tenant, version).as_slice(), bytes.as_slice())
             .map_err(backend)?;
+        Ok(())
+    }
+
+    /// How many times `tenant`'s views were reset, as this transaction sees it.
+    pub fn view_resets(&self, tenant: TenantId) -> Result<u64, StoreError> {
+        let table = self.txn.open_table(RESETS).map_err(backend)?;
+        let count = table
+            .get(tenant)
+            .map_err(backend)?
+            .map_or(0, |value| value.value());
+        Ok(count)
+    }
+
+    /// Counts a reset of `tenant`'s views (their rows purged, their progress restarted, by
+    /// an erasure) in this transaction: a runner step that read the views before it fails
+    /// its compare-and-set instead of writing rows derived from what was erased.
+    pub fn reset_views(&mut self, tenant: TenantId) -> Result<(), StoreError> {
+        let count = self.view_resets(tenant)?;
+        let mut table = self.txn.open_table(RESETS).map_err(backend)?;
+        table.insert(tenant, count + 1).map_err(backend)?;
         Ok(())
     }
 
@@ -755,6 +781,7 @@ pub struct ViewRead {
     history: ReadOnlyTable<&'static [u8], &'static [u8]>,
     applied: BTreeMap<TenantId, Position>,
     progress: ReadOnlyTable<&'static [u8], &'static [u8]>,
+    resets: ReadOnlyTable<u64, u64>,
 }
 
 impl std::fmt::Debug for ViewRead {
@@ -769,6 +796,15 @@ impl ViewRead {
     /// The exclusive end of `tenant`'s positions applied in this snapshot (0: none).
     pub fn applied(&self, tenant: TenantId) -> Position {
         self.applied.get(&tenant).copied().unwrap_or(0)
+    }
+
+    /// How many times `tenant`'s views were reset (`ViewWrite::reset_views`) in this snapshot.
+    pub fn view_resets(&self, tenant: TenantId) -> Result<u64, StoreError> {
+        Ok(self
+            .resets
+            .get(tenant)
+            .map_err(backend)?
+            .map_or(0, |value| value.value()))
     }
 
     /// A Wasm projection version's progress in this snapshot (`None`: never stepped).
