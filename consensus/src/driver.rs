@@ -384,18 +384,7 @@ impl<M: StateMachine + Send + 'static> ReplicaDriver<M> {
 
     /// Resolves once this replica has committed (applied) `op`: read-your-writes.
     pub fn committed(&self, op: u64) -> impl Future<Output = Result<(), SubmitError>> + use<M> {
-        let mut status = self.status.clone();
-        let replica = self.replica;
-        async move {
-            let reached = status
-                .wait_for(|status| status.commit_min >= op || status.stopped)
-                .await
-                .map(|status| status.commit_min >= op);
-            match reached {
-                Ok(true) => Ok(()),
-                _ => Err(SubmitError::Stopped { replica }),
-            }
-        }
+        applied(self.status.clone(), self.replica, op)
     }
 
     /// Resolves once a read on this replica may be answered: it is the primary, a quorum
@@ -410,7 +399,7 @@ impl<M: StateMachine + Send + 'static> ReplicaDriver<M> {
             Err(TrySendError::Full(_)) => Some(SubmitError::Busy { replica }),
             Err(TrySendError::Disconnected(_)) => Some(SubmitError::Stopped { replica }),
         };
-        let mut status = self.status.clone();
+        let status = self.status.clone();
         async move {
             if let Some(error) = refused {
                 return Err(error);
@@ -418,14 +407,7 @@ impl<M: StateMachine + Send + 'static> ReplicaDriver<M> {
             let op = receiver
                 .await
                 .unwrap_or(Err(SubmitError::Stopped { replica }))?;
-            let reached = status
-                .wait_for(|status| status.commit_min >= op || status.stopped)
-                .await
-                .map(|status| status.commit_min >= op);
-            match reached {
-                Ok(true) => Ok(()),
-                _ => Err(SubmitError::Stopped { replica }),
-            }
+            applied(status, replica, op).await
         }
     }
 
@@ -527,6 +509,22 @@ impl<M: StateMachine + Send + 'static> Drop for ReplicaDriver<M> {
             let _ = self.stop_thread();
         }
         // Then the transport (if still here) drops: sockets close without a goodbye.
+    }
+}
+
+/// Resolves once the replica behind `status` has applied `op` (or fails when it stops).
+async fn applied(
+    mut status: watch::Receiver<DriverStatus>,
+    replica: u8,
+    op: u64,
+) -> Result<(), SubmitError> {
+    let reached = status
+        .wait_for(|status| status.commit_min >= op || status.stopped)
+        .await
+        .map(|status| status.commit_min >= op);
+    match reached {
+        Ok(true) => Ok(()),
+        _ => Err(SubmitError::Stopped { replica }),
     }
 }
 

@@ -2123,37 +2123,15 @@ fn finish_interrupted_erasures(
     Ok(notes)
 }
 
-/// After an erasure: every live projection version of `tenant` starts over from position 0
-/// with empty tables, in the erasure's own transaction. Projections see no event of an
-/// erased subject (its key is destroyed), so the rebuilt views hold nothing derived from it,
-/// at any position; view queries wait for the rebuild (see `erased_through`).
-fn restart_views(
-    catalog: &Catalog,
-    tenant: TenantId,
-    write: &mut kimberlite_projections::ViewWrite<'_>,
-) -> Result<(), kimberlite_kernel::StoreError> {
-    write.reset_views(tenant)?;
-    let Some(state) = catalog.tenant(tenant) else {
-        return Ok(());
-    };
-    for projection in state.projections() {
-        for version in projection.live_versions() {
-            for table in &version.tables {
-                kimberlite_kernel::RowStore::purge(write, tenant, table.id, &|_| true)?;
-            }
-            write.set_progress(
-                tenant,
-                version.version,
-                &kimberlite_projections::ProjectionProgress::GENESIS,
-            )?;
-        }
-    }
-    Ok(())
-}
-
-/// After a tenant's erasure: every version of every projection of `tenant` (in `catalog`,
-/// the catalog from before the erasure) loses its rows and its progress.
-fn purge_views(
+/// After an erasure (of a subject, or of the whole tenant): every version of every projection
+/// of `tenant` in `catalog` loses its rows and starts over from position 0 (retired versions
+/// too: their rows would keep what was erased, and a rollback rebuilds them), in the
+/// erasure's own transaction, and the tenant's view-reset count moves so that a runner step
+/// computed before cannot commit after. Projections see no event under a destroyed key, so
+/// rebuilt views hold nothing derived from it, at any position; view queries wait for the
+/// rebuild (see `erased_through`). For a tenant's erasure `catalog` is the one from before
+/// it (the erased tenant has no projections any more).
+fn reset_views(
     catalog: &Catalog,
     tenant: TenantId,
     write: &mut kimberlite_projections::ViewWrite<'_>,
@@ -2391,11 +2369,9 @@ impl Writer {
                     }
                     Outcome::SubjectErased { key_id, .. } => {
                         erasures.push((effects.partition, *key_id));
-                        if let Err(error) = restart_views(
-                            self.kernel.catalog(),
-                            effects.partition,
-                            &mut transaction,
-                        ) {
+                        if let Err(error) =
+                            reset_views(self.kernel.catalog(), effects.partition, &mut transaction)
+                        {
                             failure = Some(format!("the view store failed: {error}"));
                         }
                     }
@@ -2405,7 +2381,7 @@ impl Writer {
                         // The views' definitions left the kernel's catalog with the
                         // tenant; the published one (before this batch) still has them.
                         let before = shared.catalog.read().expect("catalog lock").clone();
-                        if let Err(error) = purge_views(&before, *tenant, &mut transaction) {
+                        if let Err(error) = reset_views(&before, *tenant, &mut transaction) {
                             failure = Some(format!("the view store failed: {error}"));
                         }
                     }
