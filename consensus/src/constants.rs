@@ -70,6 +70,9 @@ pub const view_change_status_timeout_ticks: u64 = 150;
 pub const view_change_jitter_ticks: u64 = 50;
 /// Ask for missing headers / prepares this often.
 pub const repair_timeout_ticks: u64 = 8;
+/// Repair rounds one tick may start: the last answer of a round starts the next at once (so
+/// repair keeps pace with a loaded primary), up to this many per tick.
+pub const repair_rounds_per_tick_max: u64 = 16;
 /// Ask the primary for a `StartView` this often while we know we are behind.
 pub const request_start_view_timeout_ticks: u64 = 20;
 /// Resend a state transfer chunk request.

@@ -32,11 +32,11 @@ use crate::constants::{
     self, checkpoint_chunk_bytes_max, commit_heartbeat_timeout_ticks,
     do_view_change_message_timeout_ticks, headers_per_message_max, normal_heartbeat_timeout_ticks,
     ping_timeout_ticks, prepare_timeout_ticks, primary_abdicate_timeout_ticks,
-    read_barrier_timeout_ticks, read_barriers_max, recovery_timeout_ticks, repair_timeout_ticks,
-    replicas_max, request_queue_max, request_start_view_timeout_ticks, snapshot_bytes_max,
-    start_view_change_message_timeout_ticks, state_transfer_stall_ticks,
-    state_transfer_suffix_bytes_max, state_transfer_timeout_ticks, view_change_jitter_ticks,
-    view_change_status_timeout_ticks,
+    read_barrier_timeout_ticks, read_barriers_max, recovery_timeout_ticks,
+    repair_rounds_per_tick_max, repair_timeout_ticks, replicas_max, request_queue_max,
+    request_start_view_timeout_ticks, snapshot_bytes_max, start_view_change_message_timeout_ticks,
+    state_transfer_stall_ticks, state_transfer_suffix_bytes_max, state_transfer_timeout_ticks,
+    view_change_jitter_ticks, view_change_status_timeout_ticks,
 };
 use crate::message::{Header, Message, Operation, Prepare, ViewChangeEntry};
 use crate::sessions::ClientSessions;
@@ -361,6 +361,10 @@ pub struct Replica<S: Storage, M: StateMachine> {
     commit_sent_tick: u64,
     ping_sent_tick: u64,
     repair_tick: u64,
+    /// Repair rounds started in tick `repair_tick`.
+    repair_rounds: u64,
+    /// The last op the latest repair round asked a prepare for: its answer starts the next.
+    repair_last_requested: Option<u64>,
     request_start_view_tick: Option<u64>,
     /// The newest view we know has started: a message from its primary, or a replica in
     /// normal status in it. `request_start_view` asks that view's primary, so a view that was
@@ -578,6 +582,8 @@ impl<S: Storage, M: StateMachine> Replica<S, M> {
             commit_sent_tick: 0,
             ping_sent_tick: 0,
             repair_tick: 0,
+            repair_rounds: 0,
+            repair_last_requested: None,
             request_start_view_tick: None,
             view_heard_max: 0,
             view_ahead_max: 0,
@@ -1957,6 +1963,16 @@ impl<S: Storage, M: StateMachine> Replica<S, M> {
             if self.status == Status::ViewChange {
                 self.primary_try_start_view();
             }
+            // The last answer of a repair round: ask for the next missing prepares now rather
+            // than at the next repair timeout, so repair keeps pace with a loaded primary
+            // instead of moving `pipeline_prepares_max` ops per `repair_timeout_ticks`
+            // (bounded per tick).
+            if self.repair_last_requested == Some(header.op)
+                && (self.ticks > self.repair_tick
+                    || self.repair_rounds < repair_rounds_per_tick_max)
+            {
+                self.repair();
+            }
             return;
         }
         if header.view > self.view
@@ -2752,7 +2768,13 @@ impl<S: Storage, M: StateMachine> Replica<S, M> {
     // Repair.
 
     fn repair(&mut self) {
-        self.repair_tick = self.ticks;
+        if self.repair_tick == self.ticks {
+            self.repair_rounds += 1;
+        } else {
+            self.repair_tick = self.ticks;
+            self.repair_rounds = 1;
+        }
+        self.repair_last_requested = None;
         if self.config.replica_count == 1 {
             return;
         }
@@ -2820,6 +2842,7 @@ impl<S: Storage, M: StateMachine> Replica<S, M> {
                     replica: self.config.replica,
                 },
             );
+            self.repair_last_requested = Some(op);
             requested += 1;
         }
     }

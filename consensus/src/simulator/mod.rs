@@ -173,6 +173,9 @@ struct Cluster {
     timestamps_checked: HashSet<u128>,
     timestamp_bound_ns: u64,
     op_acked_max: u64,
+    /// The latest view any replica has been seen in, in normal status: a primary of an
+    /// older view is stale (it can no longer commit, and its reads are fenced).
+    view_normal_max: u64,
     /// Read barriers in flight: id → (replica, `op_acked_max` when it began).
     read_barriers: BTreeMap<u64, (u8, u64)>,
     read_barrier_next: u64,
@@ -333,6 +336,7 @@ impl Cluster {
             timestamps_checked: HashSet::new(),
             timestamp_bound_ns,
             op_acked_max: 0,
+            view_normal_max: 0,
             read_barriers: BTreeMap::new(),
             read_barrier_next: 0,
             replies: 0,
@@ -630,7 +634,8 @@ impl Cluster {
             return;
         };
         let executed = std::mem::take(&mut replica_state_machine_mut(replica).executed);
-        let leads = replica.status() == Status::Normal && replica.is_primary();
+        let replica_normal = replica.status() == Status::Normal;
+        let leads = replica_normal && replica.is_primary();
         let head = replica.op();
         let (view, log_view, checkpoint_op, snapshot) = (
             replica.view(),
@@ -641,7 +646,10 @@ impl Cluster {
         for entry in executed {
             self.check_executed(index, entry.op, entry.client, entry.request, entry.reply);
         }
-        if leads {
+        if replica_normal {
+            self.view_normal_max = self.view_normal_max.max(view);
+        }
+        if leads && view >= self.view_normal_max {
             self.check_durable(index, view, head);
         }
         let sim = &mut self.replicas[index as usize];
@@ -670,9 +678,11 @@ impl Cluster {
         }
     }
 
-    /// A primary leading `view` (in normal status) holds every op acknowledged to a client
-    /// and committed in `view` or before: a log that ends below one lost it. (An op replaced by
-    /// another is caught by the agreement check; this catches one that is simply gone.)
+    /// A primary leading `view` (in normal status), the latest view started, holds every op
+    /// acknowledged to a client and committed in `view` or before: a log that ends below one
+    /// lost it. (An op replaced by another is caught by the agreement check; this catches one
+    /// that is simply gone.) A primary of an older view is not checked: it may be cut off
+    /// while a later view commits, after it, ops an earlier view prepared and it never had.
     fn check_durable(&mut self, index: u8, view: u64, head: u64) {
         let acknowledged = self.op_acked_max;
         if let Some(header) = self.committed.get(&acknowledged)
