@@ -540,17 +540,8 @@ impl Node {
         }
     }
 
-    /// One command (see `command`), written, answered as a write.
-    async fn write_one(
-        &self,
-        tenant: TenantId,
-        client_id: u128,
-        request: u64,
-        principal: &str,
-        reason: &str,
-        body: CommandBody,
-    ) -> Result<Response, WireError> {
-        let command = self.command(tenant, client_id, request, principal, reason, body);
+    /// One command, written, answered as a write.
+    async fn write_one(&self, command: Command) -> Result<Response, WireError> {
         Ok(written_response(&self.write(vec![command]).await?))
     }
 
@@ -856,14 +847,14 @@ impl Node {
                                 "AS OF applies to queries, not to writes".into(),
                             ));
                         }
-                        self.write_one(
+                        self.write_one(self.command(
                             tenant_id,
                             client.0,
                             client.1,
                             &token.name,
                             &reason,
                             CommandBody::Sql { sql, params },
-                        )
+                        ))
                         .await
                     }
                 }
@@ -1015,14 +1006,14 @@ impl Node {
                     "erase a data subject (requires role admin)",
                 )?;
                 require_reason(&reason, "an erasure")?;
-                self.write_one(
+                self.write_one(self.command(
                     tenant_id,
                     client.0,
                     client.1,
                     &token.name,
                     &reason,
                     CommandBody::Erase { subject },
-                )
+                ))
                 .await
             }
             Request::TenantErase { tenant, reason } => {
@@ -1034,14 +1025,14 @@ impl Node {
                 )?;
                 let target = self.resolve_tenant(&catalog, &token, &tenant)?;
                 require_reason(&reason, "erasing a tenant")?;
-                self.write_one(
+                self.write_one(self.command(
                     SYSTEM_TENANT,
                     client.0,
                     client.1,
                     &token.name,
                     &reason,
                     CommandBody::EraseTenant { target },
-                )
+                ))
                 .await
             }
             Request::KeyRotate { tenant, reason } => {
@@ -1052,14 +1043,14 @@ impl Node {
                     Action::Ddl,
                     "rotate the tenant's data key (requires role admin)",
                 )?;
-                self.write_one(
+                self.write_one(self.command(
                     tenant_id,
                     client.0,
                     client.1,
                     &token.name,
                     &reason,
                     CommandBody::RotateKey,
-                )
+                ))
                 .await
             }
             Request::ReadLog {
